@@ -1,0 +1,169 @@
+// Command opsuite runs the Opsuite deployment-and-operations suite: `up`
+// runs every component with an embedded NATS server, `serve` runs chosen
+// components against an external NATS.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"runtime/debug"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/opsuite/opsuite/internal/suite"
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = ""
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := newRootCmd(os.Stdout, os.Stderr).ExecuteContext(ctx); err != nil {
+		fmt.Fprintln(os.Stderr, "opsuite:", err)
+		stop()
+		os.Exit(1)
+	}
+}
+
+func buildVersion() string {
+	if version != "" {
+		return version
+	}
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+		return bi.Main.Version
+	}
+	return "dev"
+}
+
+func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
+	root := &cobra.Command{
+		Use:           "opsuite",
+		Short:         "Deploy, run pipelines, monitor, aggregate logs and check health",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	root.AddCommand(newUpCmd(stdout, stderr), newServeCmd(stdout, stderr), &cobra.Command{
+		Use:   "version",
+		Short: "Print the version",
+		Run:   func(cmd *cobra.Command, _ []string) { fmt.Fprintln(cmd.OutOrStdout(), buildVersion()) },
+	})
+	return root
+}
+
+// serverFlags are the flags shared by up and serve.
+type serverFlags struct {
+	cfg          suite.Config
+	logLevel     string
+	logFormat    string
+	shutdownWait time.Duration
+}
+
+func (f *serverFlags) bind(fs *pflag.FlagSet) {
+	fs.StringVar(&f.cfg.DataDir, "data-dir", "./.opsuite", "directory for durable state (embedded NATS JetStream)")
+	fs.StringVar(&f.cfg.GRPCAddr, "grpc-addr", "127.0.0.1:7070", "host:port for the gRPC services")
+	fs.StringVar(&f.cfg.HTTPAddr, "http-addr", "127.0.0.1:8080", "host:port for REST, OpenAPI, /metrics, /healthz and /readyz")
+	fs.StringVar(&f.cfg.NATSListen, "nats-listen", "127.0.0.1:4222", "host:port where the embedded NATS accepts clients; empty for in-process only")
+	fs.StringVar(&f.cfg.OTLPEndpoint, "otlp-endpoint", "", "host:port of an OTLP/gRPC trace collector")
+	fs.DurationVar(&f.shutdownWait, "shutdown-timeout", 10*time.Second, "how long a graceful stop may take")
+	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&f.logFormat, "log-format", "text", "text or json")
+}
+
+// applyEnv sets every flag not given on the command line from OPSUITE_<FLAG>
+// (upper case, '-' as '_'), so flags and environment say the same things.
+func applyEnv(fs *pflag.FlagSet) error {
+	var errs []error
+	fs.VisitAll(func(fl *pflag.Flag) {
+		if fl.Changed {
+			return
+		}
+		name := "OPSUITE_" + strings.ToUpper(strings.ReplaceAll(fl.Name, "-", "_"))
+		if v, ok := os.LookupEnv(name); ok {
+			if err := fs.Set(fl.Name, v); err != nil {
+				errs = append(errs, fmt.Errorf("%s=%q: %w", name, v, err))
+			}
+		}
+	})
+	return errors.Join(errs...)
+}
+
+func (f *serverFlags) logger(w io.Writer) (*slog.Logger, error) {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(f.logLevel)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: use debug, info, warn or error", f.logLevel)
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	switch f.logFormat {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("--log-format %q: use text or json", f.logFormat)
+}
+
+func (f *serverFlags) run(cmd *cobra.Command, stdout, stderr io.Writer) error {
+	if err := applyEnv(cmd.Flags()); err != nil {
+		return err
+	}
+	log, err := f.logger(stderr)
+	if err != nil {
+		return err
+	}
+	f.cfg.ShutdownTimeout = f.shutdownWait
+	f.cfg.Version = buildVersion()
+	return suite.Run(cmd.Context(), f.cfg, log, stdout)
+}
+
+func newUpCmd(stdout, stderr io.Writer) *cobra.Command {
+	f := &serverFlags{}
+	cmd := &cobra.Command{
+		Use:   "up",
+		Short: "Run every service, the gateway and an embedded NATS server in one process",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			f.cfg.Targets = suite.AllTargets
+			return f.run(cmd, stdout, stderr)
+		},
+	}
+	f.bind(cmd.Flags())
+	return cmd
+}
+
+func newServeCmd(stdout, stderr io.Writer) *cobra.Command {
+	f := &serverFlags{}
+	var targets []string
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Run chosen components (split mode), usually against an external NATS",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := applyEnv(cmd.Flags()); err != nil {
+				return err
+			}
+			f.cfg.Targets = nil
+			for _, t := range targets {
+				if t = strings.TrimSpace(t); t != "" && t != "all" {
+					f.cfg.Targets = append(f.cfg.Targets, t)
+				}
+			}
+			return f.run(cmd, stdout, stderr)
+		},
+	}
+	f.bind(cmd.Flags())
+	cmd.Flags().StringSliceVar(&targets, "target", []string{"all"}, "components to run: "+strings.Join(suite.AllTargets, ", ")+" or all")
+	cmd.Flags().StringVar(&f.cfg.NATSURL, "nats-url", "", "URL of an external NATS server; empty embeds one")
+	cmd.Flags().StringVar(&f.cfg.HealthCheckerAddr, "healthchecker-addr", "", "host:port of the health-checker when the gateway runs without it")
+	return cmd
+}

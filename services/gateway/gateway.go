@@ -1,0 +1,167 @@
+// Package gateway serves the suite's REST/JSON API by translating requests
+// to gRPC with grpc-gateway, over client connections so the services' own
+// interceptors (auth, logging, recovery) run for REST calls too. It also
+// serves the OpenAPI document.
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strconv"
+
+	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
+	hcv1 "github.com/opsuite/opsuite/gen/opsuite/healthchecker/v1"
+	"github.com/opsuite/opsuite/gen/openapi"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protojson"
+)
+
+// Name is the gateway's name in readiness reports.
+const Name = "gateway"
+
+// DefaultMaxBodyBytes bounds a REST request body.
+const DefaultMaxBodyBytes = 4 << 20
+
+// Config tunes the gateway.
+type Config struct {
+	// MaxBodyBytes bounds a request body; larger bodies get 413.
+	MaxBodyBytes int64
+	// Version is reported in the OpenAPI document.
+	Version string
+}
+
+// Conns are the client connections to the services the gateway fronts; a
+// nil connection leaves that service's routes unregistered (404).
+type Conns struct {
+	HealthChecker *grpc.ClientConn
+}
+
+// Deps are the gateway's collaborators.
+type Deps struct {
+	Logger *slog.Logger
+	Conns  Conns
+}
+
+// Gateway is the REST handler.
+type Gateway struct {
+	handler http.Handler
+	log     *slog.Logger
+}
+
+// New builds the REST handler for the services in deps.Conns.
+func New(ctx context.Context, cfg Config, deps Deps) (*Gateway, error) {
+	log := deps.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.MaxBodyBytes <= 0 {
+		cfg.MaxBodyBytes = DefaultMaxBodyBytes
+	}
+	jsonMarshaler := &runtime.JSONPb{
+		MarshalOptions:   protojson.MarshalOptions{UseProtoNames: true},
+		UnmarshalOptions: protojson.UnmarshalOptions{DiscardUnknown: false},
+	}
+	mux := runtime.NewServeMux(
+		runtime.WithMarshalerOption(runtime.MIMEWildcard, jsonMarshaler),
+		runtime.WithErrorHandler(errorHandler(log)),
+		runtime.WithRoutingErrorHandler(routingErrorHandler),
+	)
+	if c := deps.Conns.HealthChecker; c != nil {
+		if err := hcv1.RegisterHealthCheckerServiceHandler(ctx, mux, c); err != nil {
+			return nil, fmt.Errorf("gateway: register health-checker routes: %w", err)
+		}
+	}
+	doc, err := openAPIDocument(cfg.Version)
+	if err != nil {
+		return nil, err
+	}
+	root := http.NewServeMux()
+	root.HandleFunc("GET /openapi.json", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write(doc)
+	})
+	root.Handle("/v1/", limitBody(cfg.MaxBodyBytes, mux))
+	return &Gateway{handler: root, log: log}, nil
+}
+
+// ServeHTTP serves the REST API and the OpenAPI document.
+func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) { g.handler.ServeHTTP(w, r) }
+
+// openAPIDocument returns the generated document with a proper title and version.
+func openAPIDocument(version string) ([]byte, error) {
+	var doc map[string]any
+	if err := json.Unmarshal(openapi.Document, &doc); err != nil {
+		return nil, fmt.Errorf("gateway: decode OpenAPI document: %w", err)
+	}
+	if version == "" {
+		version = "dev"
+	}
+	doc["info"] = map[string]any{
+		"title":       "Opsuite API",
+		"description": "REST/JSON API of the Opsuite services, translated to gRPC by the gateway.",
+		"version":     version,
+	}
+	out, err := json.MarshalIndent(doc, "", "  ")
+	if err != nil {
+		return nil, fmt.Errorf("gateway: encode OpenAPI document: %w", err)
+	}
+	return out, nil
+}
+
+// limitBody answers 413 for bodies over limit and caps what handlers may read.
+func limitBody(limit int64, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.ContentLength > limit {
+			writeStatus(w, http.StatusRequestEntityTooLarge, status.New(codes.InvalidArgument,
+				"request body of "+strconv.FormatInt(r.ContentLength, 10)+" bytes is over the limit of "+strconv.FormatInt(limit, 10)))
+			return
+		}
+		r.Body = http.MaxBytesReader(w, r.Body, limit)
+		next.ServeHTTP(w, r)
+	})
+}
+
+func writeStatus(w http.ResponseWriter, httpStatus int, st *status.Status) {
+	body, err := protojson.Marshal(st.Proto())
+	if err != nil {
+		body = []byte(`{"code":13,"message":"encode error"}`)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(httpStatus)
+	_, _ = w.Write(body)
+}
+
+// errorHandler writes google.rpc.Status JSON with the HTTP status grpc-gateway
+// maps from the gRPC code; a body over the size limit is 413.
+func errorHandler(log *slog.Logger) runtime.ErrorHandlerFunc {
+	return func(ctx context.Context, mux *runtime.ServeMux, m runtime.Marshaler, w http.ResponseWriter, r *http.Request, err error) {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			writeStatus(w, http.StatusRequestEntityTooLarge, status.New(codes.InvalidArgument,
+				"request body is over the limit of "+strconv.FormatInt(mbe.Limit, 10)+" bytes"))
+			return
+		}
+		if st, ok := status.FromError(err); ok && st.Code() == codes.Internal {
+			log.Error("internal error behind REST call", "method", r.Method, "path", r.URL.Path, "err", st.Message())
+		}
+		runtime.DefaultHTTPErrorHandler(ctx, mux, m, w, r, err)
+	}
+}
+
+// routingErrorHandler answers unknown routes and methods as google.rpc.Status JSON.
+func routingErrorHandler(ctx context.Context, mux *runtime.ServeMux, m runtime.Marshaler, w http.ResponseWriter, r *http.Request, httpStatus int) {
+	switch httpStatus {
+	case http.StatusNotFound:
+		writeStatus(w, http.StatusNotFound, status.Newf(codes.NotFound, "no route for %s %s", r.Method, r.URL.Path))
+	case http.StatusMethodNotAllowed:
+		writeStatus(w, http.StatusMethodNotAllowed, status.Newf(codes.Unimplemented, "method %s not allowed on %s", r.Method, r.URL.Path))
+	default:
+		runtime.DefaultRoutingErrorHandler(ctx, mux, m, w, r, httpStatus)
+	}
+}
