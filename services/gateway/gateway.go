@@ -14,8 +14,8 @@ import (
 	"strconv"
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
-	hcv1 "github.com/opsuite/opsuite/gen/opsuite/healthchecker/v1"
 	"github.com/opsuite/opsuite/gen/openapi"
+	hcv1 "github.com/opsuite/opsuite/gen/opsuite/healthchecker/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"

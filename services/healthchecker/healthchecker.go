@@ -14,10 +14,10 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	eventsv1 "github.com/opsuite/opsuite/gen/opsuite/events/v1"
 	hcv1 "github.com/opsuite/opsuite/gen/opsuite/healthchecker/v1"
 	"github.com/opsuite/opsuite/pkg/eventbus"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/proto"

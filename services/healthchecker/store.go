@@ -5,8 +5,8 @@ import (
 	"errors"
 	"fmt"
 
-	hcv1 "github.com/opsuite/opsuite/gen/opsuite/healthchecker/v1"
 	"github.com/nats-io/nats.go/jetstream"
+	hcv1 "github.com/opsuite/opsuite/gen/opsuite/healthchecker/v1"
 	"google.golang.org/protobuf/proto"
 )
 
