@@ -97,10 +97,10 @@ func (c *Config) Validate() error {
 			return fmt.Errorf("grpc address %q: %w", c.GRPCAddr, err)
 		}
 	}
+	if _, _, err := net.SplitHostPort(c.HTTPAddr); err != nil {
+		return fmt.Errorf("http address %q: %w", c.HTTPAddr, err)
+	}
 	if c.has(TargetGateway) {
-		if _, _, err := net.SplitHostPort(c.HTTPAddr); err != nil {
-			return fmt.Errorf("http address %q: %w", c.HTTPAddr, err)
-		}
 		if !c.has(TargetHealthChecker) && c.HealthCheckerAddr == "" {
 			return errors.New("the gateway without an in-process health-checker needs --healthchecker-addr")
 		}
@@ -180,6 +180,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, out io.Writer) error
 	svcGroup, _ := errgroup.WithContext(svcCtx)
 
 	var gs *grpcserver.Server
+	var drainers []interface{ Drain() }
 	var inproc *bufconn.Listener
 	var grpcLis net.Listener
 	var gatewayConns gateway.Conns
@@ -203,6 +204,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, out io.Writer) error
 			return err
 		}
 		hc.Register(gs)
+		drainers = append(drainers, hc)
 		svcName := hcv1.HealthCheckerService_ServiceDesc.ServiceName
 		gs.SetServing(svcName, false)
 		ready.Add(healthchecker.Name)
@@ -235,8 +237,11 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, out io.Writer) error
 		gatewayConns.HealthChecker = conn
 	}
 
-	var httpSrv *http.Server
-	var httpLis net.Listener
+	// Every process serves /metrics, /healthz and /readyz; the gateway adds
+	// the REST API and the OpenAPI document.
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	ready.Register(mux)
 	if cfg.has(TargetGateway) {
 		if gatewayConns.HealthChecker == nil {
 			conn, err := grpc.NewClient(cfg.HealthCheckerAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
@@ -250,32 +255,32 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, out io.Writer) error
 		if err != nil {
 			return err
 		}
-		mux := http.NewServeMux()
-		mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
-		ready.Register(mux)
 		mux.Handle("/", gw)
 		ready.Add(gateway.Name)
-		httpLis, err = net.Listen("tcp", cfg.HTTPAddr)
-		if err != nil {
-			return fmt.Errorf("listen for HTTP on %s: %w", cfg.HTTPAddr, err)
-		}
-		httpSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
-		g.Go(func() error {
-			ready.Set(gateway.Name, true)
-			if err := httpSrv.Serve(httpLis); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				return fmt.Errorf("HTTP server: %w", err)
-			}
-			return nil
-		})
 	}
+	httpLis, err := net.Listen("tcp", cfg.HTTPAddr)
+	if err != nil {
+		return fmt.Errorf("listen for HTTP on %s: %w", cfg.HTTPAddr, err)
+	}
+	httpSrv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+	g.Go(func() error {
+		if cfg.has(TargetGateway) {
+			ready.Set(gateway.Name, true)
+		}
+		if err := httpSrv.Serve(httpLis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("HTTP server: %w", err)
+		}
+		return nil
+	})
 
 	fmt.Fprintf(out, "opsuite %s running: components %s\n", cfg.Version, strings.Join(cfg.Targets, ","))
 	if grpcLis != nil {
 		fmt.Fprintf(out, "  gRPC:    %s\n", grpcLis.Addr())
 	}
-	if httpLis != nil {
-		fmt.Fprintf(out, "  REST:    http://%s/v1/  (OpenAPI: http://%s/openapi.json, metrics: /metrics, /readyz)\n", httpLis.Addr(), httpLis.Addr())
+	if cfg.has(TargetGateway) {
+		fmt.Fprintf(out, "  REST:    http://%s/v1/  (OpenAPI: http://%s/openapi.json)\n", httpLis.Addr(), httpLis.Addr())
 	}
+	fmt.Fprintf(out, "  HTTP:    http://%s/metrics, /healthz, /readyz\n", httpLis.Addr())
 	if natsURL != "" {
 		fmt.Fprintf(out, "  NATS:    %s  (events on opsuite.>)\n", natsURL)
 	}
@@ -285,15 +290,18 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, out io.Writer) error
 		<-gctx.Done()
 		log.Info("shutting down", "timeout", cfg.ShutdownTimeout)
 		step := cfg.ShutdownTimeout / 4
-		if httpSrv != nil {
-			sctx, cancel := context.WithTimeout(context.Background(), step)
-			if err := httpSrv.Shutdown(sctx); err != nil {
-				_ = httpSrv.Close()
-			}
-			cancel()
-		}
 		if gs != nil {
 			gs.SetServing("", false)
+		}
+		for _, d := range drainers {
+			d.Drain()
+		}
+		sctx, cancel := context.WithTimeout(context.Background(), step)
+		if err := httpSrv.Shutdown(sctx); err != nil {
+			_ = httpSrv.Close()
+		}
+		cancel()
+		if gs != nil {
 			stopGRPC(gs.Server, step)
 		}
 		stopServices()

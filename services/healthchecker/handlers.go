@@ -365,6 +365,8 @@ func (s *Service) Watch(req *hcv1.WatchRequest, stream hcv1.HealthCheckerService
 		select {
 		case <-stream.Context().Done():
 			return nil
+		case <-s.draining:
+			return status.Error(codes.Unavailable, "health-checker is shutting down; watch again after it restarts")
 		case <-w.dropped:
 			return status.Error(codes.ResourceExhausted, "watcher fell too far behind; watch again with initial_state to resync")
 		case tr := <-w.ch:

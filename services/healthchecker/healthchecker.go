@@ -71,8 +71,10 @@ type Service struct {
 	scheduleLag func(time.Duration)
 	sem         chan struct{}
 
-	ready   atomic.Bool
-	readyCh chan struct{}
+	ready     atomic.Bool
+	readyCh   chan struct{}
+	drainOnce sync.Once
+	draining  chan struct{}
 
 	mu      sync.RWMutex
 	targets map[string]*target
@@ -105,6 +107,7 @@ func New(cfg Config, deps Deps) (*Service, error) {
 		scheduleLag: deps.ScheduleLag,
 		sem:         make(chan struct{}, cfg.MaxConcurrentChecks),
 		readyCh:     make(chan struct{}),
+		draining:    make(chan struct{}),
 		targets:     map[string]*target{},
 	}
 	s.metrics = newMetrics(s)
@@ -123,6 +126,10 @@ func (s *Service) Register(r grpc.ServiceRegistrar) {
 
 // Ready is closed once stored targets are loaded and being checked.
 func (s *Service) Ready() <-chan struct{} { return s.readyCh }
+
+// Drain ends open Watch streams so a graceful stop of the server does not
+// wait on them; checks go on until Run's context ends.
+func (s *Service) Drain() { s.drainOnce.Do(func() { close(s.draining) }) }
 
 // Run loads stored targets, checks them until ctx ends, then stops every
 // check and returns.
