@@ -9,9 +9,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"strconv"
+	"sync/atomic"
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"github.com/opsuite/opsuite/gen/openapi"
@@ -63,10 +65,10 @@ func New(ctx context.Context, cfg Config, deps Deps) (*Gateway, error) {
 	if cfg.MaxBodyBytes <= 0 {
 		cfg.MaxBodyBytes = DefaultMaxBodyBytes
 	}
-	jsonMarshaler := &runtime.JSONPb{
+	jsonMarshaler := &namingMarshaler{JSONPb: &runtime.JSONPb{
 		MarshalOptions:   protojson.MarshalOptions{UseProtoNames: true},
 		UnmarshalOptions: protojson.UnmarshalOptions{DiscardUnknown: false},
-	}
+	}}
 	mux := runtime.NewServeMux(
 		runtime.WithMarshalerOption(runtime.MIMEWildcard, jsonMarshaler),
 		runtime.WithErrorHandler(errorHandler(log)),
@@ -122,9 +124,30 @@ func limitBody(limit int64, next http.Handler) http.Handler {
 				"request body of "+strconv.FormatInt(r.ContentLength, 10)+" bytes is over the limit of "+strconv.FormatInt(limit, 10)))
 			return
 		}
-		r.Body = http.MaxBytesReader(w, r.Body, limit)
-		next.ServeHTTP(w, r)
+		st := &bodyState{}
+		r.Body = &limitedBody{ReadCloser: http.MaxBytesReader(w, r.Body, limit), state: st}
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), bodyStateKey{}, st)))
 	})
+}
+
+// bodyState records that a request body went over the limit, which
+// grpc-gateway otherwise reports as a plain decode error.
+type bodyState struct{ overLimit atomic.Int64 }
+
+type bodyStateKey struct{}
+
+type limitedBody struct {
+	io.ReadCloser
+	state *bodyState
+}
+
+func (b *limitedBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	var mbe *http.MaxBytesError
+	if errors.As(err, &mbe) {
+		b.state.overLimit.Store(mbe.Limit)
+	}
+	return n, err
 }
 
 func writeStatus(w http.ResponseWriter, httpStatus int, st *status.Status) {
@@ -141,10 +164,9 @@ func writeStatus(w http.ResponseWriter, httpStatus int, st *status.Status) {
 // maps from the gRPC code; a body over the size limit is 413.
 func errorHandler(log *slog.Logger) runtime.ErrorHandlerFunc {
 	return func(ctx context.Context, mux *runtime.ServeMux, m runtime.Marshaler, w http.ResponseWriter, r *http.Request, err error) {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
+		if st, ok := r.Context().Value(bodyStateKey{}).(*bodyState); ok && st.overLimit.Load() > 0 {
 			writeStatus(w, http.StatusRequestEntityTooLarge, status.New(codes.InvalidArgument,
-				"request body is over the limit of "+strconv.FormatInt(mbe.Limit, 10)+" bytes"))
+				"request body is over the limit of "+strconv.FormatInt(st.overLimit.Load(), 10)+" bytes"))
 			return
 		}
 		if st, ok := status.FromError(err); ok && st.Code() == codes.Internal {
