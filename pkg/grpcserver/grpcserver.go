@@ -62,8 +62,9 @@ func New(cfg Config, deps Deps) (*Server, error) {
 			return nil, fmt.Errorf("grpcserver: register metrics: %w", err)
 		}
 	}
-	unary := []grpc.UnaryServerInterceptor{recoverUnary(log), observeUnary(log, m)}
-	stream := []grpc.StreamServerInterceptor{recoverStream(log), observeStream(log, m)}
+	// Observe outermost so a recovered panic is logged and counted as Internal.
+	unary := []grpc.UnaryServerInterceptor{observeUnary(log, m), recoverUnary(log)}
+	stream := []grpc.StreamServerInterceptor{observeStream(log, m), recoverStream(log)}
 	if cfg.Auth.Unary != nil {
 		unary = append(unary, cfg.Auth.Unary)
 	}
