@@ -25,7 +25,12 @@ type suiteShape struct {
 	restart  func(t *testing.T)
 }
 
-func oneProcess(t *testing.T) *suiteShape {
+func oneProcess(t *testing.T) *suiteShape { return oneProcessRestartedBy(t, (*proc).stop) }
+
+// oneProcessKilled restarts with SIGKILL: nothing gets to flush or say goodbye.
+func oneProcessKilled(t *testing.T) *suiteShape { return oneProcessRestartedBy(t, (*proc).kill) }
+
+func oneProcessRestartedBy(t *testing.T, halt func(*proc)) *suiteShape {
 	dataDir := t.TempDir()
 	s := &suiteShape{httpAddr: freeAddr(t), grpcAddr: freeAddr(t)}
 	natsAddr := freeAddr(t)
@@ -33,7 +38,7 @@ func oneProcess(t *testing.T) *suiteShape {
 	args := []string{"up", "--data-dir", dataDir, "--grpc-addr", s.grpcAddr, "--nats-listen", natsAddr}
 	p := startOpsuite(t, s.httpAddr, args...)
 	s.restart = func(t *testing.T) {
-		p.stop()
+		halt(p)
 		p = startOpsuite(t, s.httpAddr, args...)
 	}
 	return s
@@ -62,6 +67,7 @@ func TestHealthCheckerEndToEnd(t *testing.T) {
 		shape func(t *testing.T) *suiteShape
 	}{
 		{"one process", oneProcess},
+		{"one process, SIGKILL and restart", oneProcessKilled},
 		{"split with external NATS", splitProcesses},
 	} {
 		t.Run(tc.name, func(t *testing.T) { runHealthScenario(t, tc.shape(t)) })

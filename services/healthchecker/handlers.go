@@ -341,6 +341,10 @@ func (s *Service) Watch(req *hcv1.WatchRequest, stream hcv1.HealthCheckerService
 	}
 	w := s.hub.subscribe(req.GetGroup(), req.GetNames())
 	defer s.hub.unsubscribe(w)
+	// Tell clients (and the gateway) the stream is open before the first transition.
+	if err := stream.SendHeader(nil); err != nil {
+		return err
+	}
 	if req.GetInitialState() {
 		for _, t := range s.snapshot(req.GetGroup()) {
 			v := t.view()
@@ -356,10 +360,6 @@ func (s *Service) Watch(req *hcv1.WatchRequest, stream hcv1.HealthCheckerService
 				return err
 			}
 		}
-	}
-	// Tell gateway clients the stream is open even before the first transition.
-	if err := stream.SendHeader(nil); err != nil {
-		return err
 	}
 	for {
 		select {
