@@ -9,7 +9,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 GO_TEST_FLAGS ?= -count=1 -timeout 20m
 export OPSUITE_REQUIRE_DOCKER ?=
 
-.PHONY: all tools generate check-generate build test test-short lint fmt bench up clean ci
+.PHONY: image compose-up compose-down all tools generate check-generate build test test-short lint fmt bench up clean ci
 
 all: build
 
@@ -53,6 +53,17 @@ bench: ## run the benchmarks and print their table (see docs/benchmarks.md)
 
 up: build ## run the whole suite on the embedded defaults
 	bin/opsuite up
+
+image: ## build the opsuite:dev image from a static host build (no registry needed)
+	CGO_ENABLED=0 GOOS=linux GOARCH=amd64 $(GO) build -trimpath -ldflags "-s -w -X main.version=$(VERSION)" -o bin/opsuite-linux-amd64 ./cmd/opsuite
+	docker build -t opsuite:dev .
+
+compose-up: image ## run docker-compose.yaml on the local engine
+	docker-compose up -d --no-build
+	@echo "REST on http://127.0.0.1:8080/v1/, gRPC on 127.0.0.1:7070"
+
+compose-down:
+	docker-compose down
 
 ci: check-generate lint test ## what .ci/run does
 

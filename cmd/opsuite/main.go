@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"os/signal"
 	"runtime/debug"
@@ -53,7 +54,7 @@ func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
 	}
 	root.SetOut(stdout)
 	root.SetErr(stderr)
-	root.AddCommand(newUpCmd(stdout, stderr), newServeCmd(stdout, stderr), &cobra.Command{
+	root.AddCommand(newUpCmd(stdout, stderr), newServeCmd(stdout, stderr), newProbeCmd(), &cobra.Command{
 		Use:   "version",
 		Short: "Print the version",
 		Run:   func(cmd *cobra.Command, _ []string) { fmt.Fprintln(cmd.OutOrStdout(), buildVersion()) },
@@ -165,5 +166,39 @@ func newServeCmd(stdout, stderr io.Writer) *cobra.Command {
 	cmd.Flags().StringSliceVar(&targets, "target", []string{"all"}, "components to run: "+strings.Join(suite.AllTargets, ", ")+" or all")
 	cmd.Flags().StringVar(&f.cfg.NATSURL, "nats-url", "", "URL of an external NATS server; empty embeds one")
 	cmd.Flags().StringVar(&f.cfg.HealthCheckerAddr, "healthchecker-addr", "", "host:port of the health-checker when the gateway runs without it")
+	return cmd
+}
+
+// newProbeCmd checks a running process's /readyz, for container health
+// checks in images without a shell or curl.
+func newProbeCmd() *cobra.Command {
+	addr := "127.0.0.1:8080"
+	timeout := 3 * time.Second
+	cmd := &cobra.Command{
+		Use:   "probe",
+		Short: "Exit 0 when the opsuite process at --http-addr is ready",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
+			defer cancel()
+			req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/readyz", nil)
+			if err != nil {
+				return err
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				return fmt.Errorf("not reachable: %w", err)
+			}
+			defer resp.Body.Close()
+			body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+			if resp.StatusCode != http.StatusOK {
+				return fmt.Errorf("not ready (HTTP %d): %s", resp.StatusCode, strings.TrimSpace(string(body)))
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), "ready")
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&addr, "http-addr", addr, "host:port of the process's HTTP endpoint")
+	cmd.Flags().DurationVar(&timeout, "timeout", timeout, "how long to wait for an answer")
 	return cmd
 }
