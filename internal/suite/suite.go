@@ -173,7 +173,10 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, out io.Writer) error
 		cleanups = append(cleanups, func() { _ = nc.Drain() })
 	}
 
-	g, gctx := errgroup.WithContext(ctx)
+	// A failing service stops the whole process, like a failing server does.
+	runCtx, cancelRun := context.WithCancelCause(ctx)
+	defer cancelRun(nil)
+	g, gctx := errgroup.WithContext(runCtx)
 	// Services run on their own context, cancelled after the servers stop.
 	svcCtx, stopServices := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopServices()
@@ -208,7 +211,14 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, out io.Writer) error
 		svcName := hcv1.HealthCheckerService_ServiceDesc.ServiceName
 		gs.SetServing(svcName, false)
 		ready.Add(healthchecker.Name)
-		svcGroup.Go(func() error { return hc.Run(svcCtx) })
+		svcGroup.Go(func() error {
+			if err := hc.Run(svcCtx); err != nil {
+				err = fmt.Errorf("%s: %w", healthchecker.Name, err)
+				cancelRun(err)
+				return err
+			}
+			return nil
+		})
 		g.Go(func() error {
 			select {
 			case <-hc.Ready():
@@ -311,6 +321,9 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, out io.Writer) error
 	stopServices()
 	if serr := svcGroup.Wait(); serr != nil && err == nil {
 		err = serr
+	}
+	if err == nil && ctx.Err() == nil {
+		err = context.Cause(runCtx)
 	}
 	return err
 }

@@ -164,6 +164,9 @@ func (s *Service) update(ctx context.Context, req *hcv1.UpdateTargetRequest) (*h
 	}
 	spec.CreateTime, spec.UpdateTime = created, timestamppb.Now()
 
+	// Holding persistMu keeps the old loop from writing a transition between
+	// reading the revision and replacing the entry.
+	old.persistMu.Lock()
 	old.mu.Lock()
 	st := proto.CloneOf(old.status)
 	rev := old.revision
@@ -174,8 +177,12 @@ func (s *Service) update(ctx context.Context, req *hcv1.UpdateTargetRequest) (*h
 	}
 	stored := proto.CloneOf(spec)
 	stored.Status = st
-	old.persistMu.Lock()
 	newRev, err := s.store.update(ctx, stored, rev)
+	if err == nil {
+		old.mu.Lock()
+		old.removed = true // its loop must not write over the new entry
+		old.mu.Unlock()
+	}
 	old.persistMu.Unlock()
 	if err != nil {
 		return nil, err

@@ -2,6 +2,7 @@ package healthload
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"math/rand/v2"
 	"net"
@@ -24,25 +25,36 @@ type bareLoop struct {
 	timeout   time.Duration
 	lag       func(time.Duration)
 
-	failed atomic.Int64
-	loops  sync.WaitGroup
+	dials, slowDials, dialErrs atomic.Int64
+	failed   atomic.Int64
+	firstErr atomic.Pointer[string] // the first failure, to say why
+	loops    sync.WaitGroup
 }
 
 func newBareLoop(interval, timeout time.Duration, lag func(time.Duration)) *bareLoop {
+	d := &net.Dialer{KeepAlive: 30 * time.Second}
+	l := &bareLoop{}
 	tr := &http.Transport{
-		DialContext:           (&net.Dialer{KeepAlive: 30 * time.Second}).DialContext,
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			t0 := time.Now()
+			c, err := d.DialContext(ctx, network, addr)
+			el := time.Since(t0)
+			l.dials.Add(1)
+			if el > 100*time.Millisecond {
+				l.slowDials.Add(1)
+			}
+			if err != nil {
+				l.dialErrs.Add(1)
+			}
+			return c, err
+		},
 		MaxIdleConnsPerHost:   1024,
 		IdleConnTimeout:       90 * time.Second,
 		ExpectContinueTimeout: time.Second,
 		DisableCompression:    true,
 	}
-	return &bareLoop{
-		transport: tr,
-		client:    &http.Client{Transport: tr},
-		interval:  interval,
-		timeout:   timeout,
-		lag:       lag,
-	}
+	l.transport, l.client, l.interval, l.timeout, l.lag = tr, &http.Client{Transport: tr}, interval, timeout, lag
+	return l
 }
 
 // start checks every URL until ctx ends; wait returns when all loops have.
@@ -72,8 +84,10 @@ func (l *bareLoop) run(ctx context.Context, url string) {
 		case <-timer.C:
 		}
 		l.lag(time.Since(next))
-		if !l.check(ctx, url) {
+		if err := l.check(ctx, url); err != nil && ctx.Err() == nil {
 			l.failed.Add(1)
+			msg := err.Error()
+			l.firstErr.CompareAndSwap(nil, &msg)
 		}
 		next = next.Add(l.interval)
 		if now := time.Now(); next.Before(now) {
@@ -83,18 +97,21 @@ func (l *bareLoop) run(ctx context.Context, url string) {
 	}
 }
 
-func (l *bareLoop) check(ctx context.Context, url string) bool {
+func (l *bareLoop) check(ctx context.Context, url string) error {
 	ctx, cancel := context.WithTimeout(ctx, l.timeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
-		return false
+		return err
 	}
 	resp, err := l.client.Do(req)
 	if err != nil {
-		return false
+		return err
 	}
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 	_ = resp.Body.Close()
-	return resp.StatusCode >= 200 && resp.StatusCode < 400
+	if resp.StatusCode < 200 || resp.StatusCode >= 400 {
+		return fmt.Errorf("%s: status %d", url, resp.StatusCode)
+	}
+	return nil
 }

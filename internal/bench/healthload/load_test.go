@@ -27,9 +27,12 @@ const (
 	loopbackPorts = 100
 	checkInterval = time.Second
 	checkTimeout  = time.Second
-	// warmup lets the first checks (spread over one interval by jitter) and
-	// their pending→passing transitions settle before measuring.
-	warmup = checkInterval + time.Second
+	// defaultWarmup lets the first checks (spread over one interval by
+	// jitter) and their pending→passing transitions settle before measuring.
+	defaultWarmup = checkInterval + time.Second
+	// warmupEnv overrides defaultWarmup, e.g. to measure the service once
+	// every target's result history is full (historySize intervals).
+	warmupEnv = "OPSUITE_HEALTHLOAD_WARMUP"
 	// createWorkers bounds concurrent CreateTarget calls while loading targets.
 	createWorkers = 32
 	// profileEnv names a directory for CPU profiles of the measurement windows.
@@ -78,6 +81,10 @@ func BenchmarkBareLoopLoad(b *testing.B) {
 			lag := &lagHistogram{}
 			loop := startBareLoop(b, targetURLs(srv.addrs, lc.targets), lag.observe)
 			reportWindows(b, measureWindows(b, b.N, lc.window, srv, lag, loop.failed.Load), lc.targets)
+			b.Logf("dials %d slow %d errs %d", loop.dials.Load(), loop.slowDials.Load(), loop.dialErrs.Load())
+			if msg := loop.firstErr.Load(); msg != nil {
+				b.Logf("first failed check: %s", *msg)
+			}
 		})
 	}
 }
@@ -270,7 +277,7 @@ func (w windows) checksPerSecond() float64 { return float64(w.checks) / w.wall.S
 // size.
 func measureWindows(tb testing.TB, n int, window time.Duration, srv *loopbackServers, lag *lagHistogram, failures func() int64) windows {
 	tb.Helper()
-	time.Sleep(warmup)
+	time.Sleep(warmup(tb))
 	stopProfile := startProfile(tb)
 	var w windows
 	for range n {
@@ -301,6 +308,19 @@ func measureWindows(tb testing.TB, n int, window time.Duration, srv *loopbackSer
 	}
 	w.rss, w.heap = rss, liveHeapBytes()
 	return w
+}
+
+// warmup is $OPSUITE_HEALTHLOAD_WARMUP or defaultWarmup.
+func warmup(tb testing.TB) time.Duration {
+	v := os.Getenv(warmupEnv)
+	if v == "" {
+		return defaultWarmup
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d < 0 {
+		tb.Fatalf("%s=%q: want a duration such as 110s", warmupEnv, v)
+	}
+	return d
 }
 
 // reportWindows reports w as the benchmark's metrics; targets is how many
