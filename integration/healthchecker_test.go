@@ -1,7 +1,9 @@
 package integration_test
 
 import (
+	"bufio"
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -113,6 +115,9 @@ func runHealthScenario(t *testing.T, s *suiteShape) {
 		t.Fatalf("watch header: %v", err)
 	}
 
+	// And as a REST client sees them: NDJSON through the gateway.
+	restLines := streamNDJSON(t, ctx, api+"/v1/targets:watch?names=web")
+
 	// Create the target through REST.
 	var created hcv1.CreateTargetResponse
 	body := fmt.Sprintf(`{"name":"web","group":"shop","interval":"0.2s","failure_threshold":2,
@@ -135,6 +140,7 @@ func runHealthScenario(t *testing.T, s *suiteShape) {
 	if tr.GetPreviousState() != hcv1.CheckState_CHECK_STATE_PASSING {
 		t.Errorf("previous state = %s, want passing", tr.GetPreviousState())
 	}
+	waitNDJSONState(t, restLines, "CHECK_STATE_CRITICAL")
 	ev := waitEvent(t, events, hcv1.CheckState_CHECK_STATE_CRITICAL)
 	for _, h := range []string{"ce-id", "ce-source", "ce-type", "ce-time", "ce-specversion"} {
 		if ev.Header.Get(h) == "" {
@@ -198,6 +204,60 @@ func waitEvent(t *testing.T, ch <-chan *nats.Msg, want hcv1.CheckState) *nats.Ms
 			}
 		case <-timeout:
 			t.Fatalf("no NATS event with state %s within 20s", want)
+		}
+	}
+}
+
+// streamNDJSON opens a streaming REST call and returns its lines as they come.
+func streamNDJSON(t *testing.T, ctx context.Context, url string) <-chan string {
+	t.Helper()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s: HTTP %d", url, resp.StatusCode)
+	}
+	lines := make(chan string, 64)
+	go func() {
+		defer resp.Body.Close()
+		defer close(lines)
+		sc := bufio.NewScanner(resp.Body)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+	}()
+	return lines
+}
+
+func waitNDJSONState(t *testing.T, lines <-chan string, state string) {
+	t.Helper()
+	timeout := time.After(20 * time.Second)
+	for {
+		select {
+		case line, ok := <-lines:
+			if !ok {
+				t.Fatalf("REST watch stream ended before state %s", state)
+			}
+			var msg struct {
+				Result struct {
+					Transition struct {
+						State string `json:"state"`
+					} `json:"transition"`
+				} `json:"result"`
+			}
+			if err := json.Unmarshal([]byte(line), &msg); err != nil {
+				t.Fatalf("REST watch line is not JSON: %q: %v", line, err)
+			}
+			if msg.Result.Transition.State == state {
+				return
+			}
+		case <-timeout:
+			t.Fatalf("REST watch: no %s line within 20s", state)
 		}
 	}
 }

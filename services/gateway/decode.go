@@ -67,6 +67,9 @@ func protoTarget(v any) (proto.Message, bool) {
 	return m, ok
 }
 
+// StreamContentType names the content type of server-streamed responses.
+func (m *namingMarshaler) StreamContentType(any) string { return ndjson }
+
 var posRe = regexp.MustCompile(`\(line (\d+):(\d+)\)`)
 
 // describeJSONError rewrites a protojson error to name the JSON field where

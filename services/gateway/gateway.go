@@ -22,6 +22,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
 )
 
 // Name is the gateway's name in readiness reports.
@@ -73,6 +74,7 @@ func New(ctx context.Context, cfg Config, deps Deps) (*Gateway, error) {
 		runtime.WithMarshalerOption(runtime.MIMEWildcard, jsonMarshaler),
 		runtime.WithErrorHandler(errorHandler(log)),
 		runtime.WithRoutingErrorHandler(routingErrorHandler),
+		runtime.WithForwardResponseOption(openStream),
 	)
 	if c := deps.Conns.HealthChecker; c != nil {
 		if err := hcv1.RegisterHealthCheckerServiceHandler(ctx, mux, c); err != nil {
@@ -94,6 +96,22 @@ func New(ctx context.Context, cfg Config, deps Deps) (*Gateway, error) {
 
 // ServeHTTP serves the REST API and the OpenAPI document.
 func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) { g.handler.ServeHTTP(w, r) }
+
+// openStream sends a server stream's response header as soon as the gRPC
+// stream is open, so REST clients see 200 before the first message (a watch
+// may wait long for one). grpc-gateway calls forward-response options with a
+// nil message exactly then.
+func openStream(_ context.Context, w http.ResponseWriter, m proto.Message) error {
+	if m != nil {
+		return nil
+	}
+	w.Header().Set("Content-Type", ndjson)
+	w.WriteHeader(http.StatusOK)
+	return http.NewResponseController(w).Flush()
+}
+
+// ndjson is the content type of streamed responses: one JSON object a line.
+const ndjson = "application/x-ndjson"
 
 // openAPIDocument returns the generated document with a proper title and version.
 func openAPIDocument(version string) ([]byte, error) {

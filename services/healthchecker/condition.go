@@ -30,7 +30,7 @@ func compileCondition(expr string) (cel.Program, error) {
 	if !ast.OutputType().IsExactType(cel.BoolType) && !ast.OutputType().IsExactType(cel.DynType) {
 		return nil, fmt.Errorf("condition must be a boolean expression, it yields %s", ast.OutputType())
 	}
-	prg, err := env.Program(ast, cel.CostLimit(100_000), cel.InterruptCheckFrequency(100))
+	prg, err := env.Program(ast, cel.CostLimit(10_000_000), cel.InterruptCheckFrequency(100))
 	if err != nil {
 		return nil, fmt.Errorf("invalid CEL expression: %w", err)
 	}

@@ -54,8 +54,8 @@ func assertField(tb testing.TB, err error, field string) {
 	}
 }
 
-// closedAddr returns a loopback address nobody listens on any more.
-func closedAddr(tb testing.TB) string {
+// closedLoopbackAddr returns a loopback address nobody listens on any more.
+func closedLoopbackAddr(tb testing.TB) string {
 	tb.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -68,10 +68,10 @@ func closedAddr(tb testing.TB) string {
 	return addr
 }
 
-func dur(d time.Duration) *durationpb.Duration { return durationpb.New(d) }
+func pbDur(d time.Duration) *durationpb.Duration { return durationpb.New(d) }
 
-// httpTarget is a minimal valid HTTP target, for tests to adjust.
-func httpTarget(name, url string) *hcv1.Target {
+// testHTTPTarget is a minimal valid HTTP target, for tests to adjust.
+func testHTTPTarget(name, url string) *hcv1.Target {
 	return &hcv1.Target{Name: name, Check: &hcv1.Target_Http{Http: &hcv1.HttpCheck{Url: url}}}
 }
 

@@ -116,9 +116,12 @@ func (p *prober) probeHTTP(ctx context.Context, h *hcv1.HttpCheck, cc *compiledC
 			return result(hcv1.CheckOutcome_CHECK_OUTCOME_FAIL, start, "read body: "+describeNetErr(ctx, err), nil)
 		}
 	}
-	// Drain a little so the connection can be reused.
-	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 	elapsed := time.Since(start)
+	// Drain a short body of known length so the connection can be reused;
+	// anything else is closed unread rather than waited for.
+	if !needBody && resp.ContentLength >= 0 && resp.ContentLength <= 4<<10 {
+		_, _ = io.Copy(io.Discard, resp.Body)
+	}
 	details := map[string]string{"status_code": strconv.Itoa(resp.StatusCode)}
 
 	if !statusExpected(resp.StatusCode, h.GetExpectedStatuses()) {
@@ -265,8 +268,15 @@ func probeExec(ctx context.Context, e *hcv1.ExecCheck) *hcv1.CheckResult {
 	// A process group of its own, so a timeout kills what the check started too.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
-	cmd.WaitDelay = time.Second
+	cmd.WaitDelay = 250 * time.Millisecond
 	err := cmd.Run()
+	if cmd.Process != nil {
+		// Whatever the check left running in its group goes too.
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+	}
+	if errors.Is(err, exec.ErrWaitDelay) {
+		err = nil // it exited 0; a leftover child held the output open
+	}
 	output := strings.TrimSpace(string(out.buf))
 	details := map[string]string{}
 	if output != "" {

@@ -99,22 +99,22 @@ func TestProbeHTTP(t *testing.T) {
 		wantMessage string
 		wantDetails map[string]string
 	}{
-		{name: "200 passes by default", url: srv.URL + "/status/200", want: pass, wantMessage: "status 200", wantDetails: map[string]string{"status_code": "200"}},
-		{name: "204 passes by default", url: srv.URL + "/status/204", want: pass},
-		{name: "399 passes by default", url: srv.URL + "/status/399", want: pass},
-		{name: "400 fails by default", url: srv.URL + "/status/400", want: fail, wantMessage: "status 400, expected 200-399", wantDetails: map[string]string{"status_code": "400"}},
-		{name: "503 fails by default", url: srv.URL + "/status/503", want: fail, wantMessage: "expected 200-399"},
+		{name: "200 passes by default", url: srv.URL + "/status/200", want: outPass, wantMessage: "status 200", wantDetails: map[string]string{"status_code": "200"}},
+		{name: "204 passes by default", url: srv.URL + "/status/204", want: outPass},
+		{name: "399 passes by default", url: srv.URL + "/status/399", want: outPass},
+		{name: "400 fails by default", url: srv.URL + "/status/400", want: outFail, wantMessage: "status 400, expected 200-399", wantDetails: map[string]string{"status_code": "400"}},
+		{name: "503 fails by default", url: srv.URL + "/status/503", want: outFail, wantMessage: "expected 200-399"},
 		{
-			name: "an expected 404 passes", url: srv.URL + "/status/404", want: pass,
+			name: "an expected 404 passes", url: srv.URL + "/status/404", want: outPass,
 			check: func(h *hcv1.HttpCheck) { h.ExpectedStatuses = []uint32{404} },
 		},
 		{
-			name: "200 fails when other statuses are expected", url: srv.URL + "/status/200", want: fail,
+			name: "200 fails when other statuses are expected", url: srv.URL + "/status/200", want: outFail,
 			check:       func(h *hcv1.HttpCheck) { h.ExpectedStatuses = []uint32{201, 202} },
 			wantMessage: "status 200, expected 201, 202",
 		},
 		{
-			name: "method, headers, host and body are sent", url: srv.URL + "/echo", want: pass,
+			name: "method, headers, host and body are sent", url: srv.URL + "/echo", want: outPass,
 			check: func(h *hcv1.HttpCheck) {
 				h.Method = "post"
 				h.Headers = map[string]string{"X-Test": "yes", "Host": "example.test"}
@@ -123,74 +123,74 @@ func TestProbeHTTP(t *testing.T) {
 			},
 		},
 		{
-			name: "body_contains matches", url: srv.URL + "/json", want: pass,
+			name: "body_contains matches", url: srv.URL + "/json", want: outPass,
 			check: func(h *hcv1.HttpCheck) { h.BodyContains = `"status": "ok"` },
 		},
 		{
-			name: "body_contains misses", url: srv.URL + "/json", want: fail,
+			name: "body_contains misses", url: srv.URL + "/json", want: outFail,
 			check:       func(h *hcv1.HttpCheck) { h.BodyContains = "degraded" },
 			wantMessage: `body does not contain "degraded"`,
 		},
 		{
-			name: "body_regex matches", url: srv.URL + "/json", want: pass,
+			name: "body_regex matches", url: srv.URL + "/json", want: outPass,
 			check: func(h *hcv1.HttpCheck) { h.BodyRegex = `"items":\s*\[1,` },
 		},
 		{
-			name: "body_regex misses", url: srv.URL + "/json", want: fail,
+			name: "body_regex misses", url: srv.URL + "/json", want: outFail,
 			check:       func(h *hcv1.HttpCheck) { h.BodyRegex = `^\[` },
 			wantMessage: "body does not match /^\\[/",
 		},
 		{
-			name: "condition on json and status holds", url: srv.URL + "/json", want: pass,
+			name: "condition on json and status holds", url: srv.URL + "/json", want: outPass,
 			check: func(h *hcv1.HttpCheck) {
 				h.Condition = `status == 200 && json.status == "ok" && json.db.up && size(json.items) == 3`
 			},
 		},
 		{
-			name: "condition on headers holds", url: srv.URL + "/json", want: pass,
+			name: "condition on headers holds", url: srv.URL + "/json", want: outPass,
 			check: func(h *hcv1.HttpCheck) {
 				h.Condition = `headers["x-version"] == "2" && headers["content-type"].startsWith("application/json")`
 			},
 		},
 		{
-			name: "condition on body holds", url: srv.URL + "/json", want: pass,
+			name: "condition on body holds", url: srv.URL + "/json", want: outPass,
 			check: func(h *hcv1.HttpCheck) { h.Condition = `body.contains("items")` },
 		},
 		{
-			name: "false condition fails", url: srv.URL + "/json", want: fail,
+			name: "false condition fails", url: srv.URL + "/json", want: outFail,
 			check:       func(h *hcv1.HttpCheck) { h.Condition = `json.status == "down"` },
 			wantMessage: `condition "json.status == \"down\"" is false`,
 		},
 		{
-			name: "condition on a missing json field fails", url: srv.URL + "/json", want: fail,
+			name: "condition on a missing json field fails", url: srv.URL + "/json", want: outFail,
 			check:       func(h *hcv1.HttpCheck) { h.Condition = `json.missing == 1` },
 			wantMessage: "condition:",
 		},
 		{
-			name: "condition on json of a non-json body fails", url: srv.URL + "/status/200", want: fail,
+			name: "condition on json of a non-json body fails", url: srv.URL + "/status/200", want: outFail,
 			check:       func(h *hcv1.HttpCheck) { h.Condition = `json.status == "ok"` },
 			wantMessage: "condition:",
 		},
 		{
-			name: "max_latency exceeded warns", url: srv.URL + "/status/200", want: warn,
-			check:       func(h *hcv1.HttpCheck) { h.MaxLatency = dur(time.Nanosecond) },
+			name: "max_latency exceeded warns", url: srv.URL + "/status/200", want: outWarn,
+			check:       func(h *hcv1.HttpCheck) { h.MaxLatency = pbDur(time.Nanosecond) },
 			wantMessage: "over max latency 1ns",
 		},
 		{
-			name: "max_latency met passes", url: srv.URL + "/status/200", want: pass,
-			check: func(h *hcv1.HttpCheck) { h.MaxLatency = dur(time.Minute) },
+			name: "max_latency met passes", url: srv.URL + "/status/200", want: outPass,
+			check: func(h *hcv1.HttpCheck) { h.MaxLatency = pbDur(time.Minute) },
 		},
 		{
-			name: "redirect not followed by default", url: srv.URL + "/redirect", want: pass,
+			name: "redirect not followed by default", url: srv.URL + "/redirect", want: outPass,
 			wantMessage: "status 302",
 		},
 		{
-			name: "redirect not followed fails an exact status", url: srv.URL + "/redirect", want: fail,
+			name: "redirect not followed fails an exact status", url: srv.URL + "/redirect", want: outFail,
 			check:       func(h *hcv1.HttpCheck) { h.ExpectedStatuses = []uint32{200} },
 			wantMessage: "status 302, expected 200",
 		},
 		{
-			name: "redirect followed", url: srv.URL + "/redirect", want: pass,
+			name: "redirect followed", url: srv.URL + "/redirect", want: outPass,
 			check: func(h *hcv1.HttpCheck) {
 				h.FollowRedirects = true
 				h.ExpectedStatuses = []uint32{200}
@@ -198,38 +198,38 @@ func TestProbeHTTP(t *testing.T) {
 			},
 		},
 		{
-			name: "timeout waiting for headers", url: srv.URL + "/hang", want: fail,
+			name: "timeout waiting for headers", url: srv.URL + "/hang", want: outFail,
 			timeout: 100 * time.Millisecond, wantMessage: "timed out",
 		},
 		{
-			name: "timeout reading the body", url: srv.URL + "/stall", want: fail,
+			name: "timeout reading the body", url: srv.URL + "/stall", want: outFail,
 			check:   func(h *hcv1.HttpCheck) { h.BodyContains = "partial" },
 			timeout: 100 * time.Millisecond, wantMessage: "read body: timed out",
 		},
 		{
-			name: "connection refused", url: "http://" + closedAddr(t) + "/", want: fail,
+			name: "connection refused", url: "http://" + closedLoopbackAddr(t) + "/", want: outFail,
 			wantMessage: "refused",
 		},
 		{
-			name: "TLS with an untrusted certificate fails", url: tlsSrv.URL + "/status/200", want: fail,
+			name: "TLS with an untrusted certificate fails", url: tlsSrv.URL + "/status/200", want: outFail,
 			wantMessage: "certificate",
 		},
 		{
-			name: "TLS with skip verify passes and reports the expiry", url: tlsSrv.URL + "/status/200", want: pass,
+			name: "TLS with skip verify passes and reports the expiry", url: tlsSrv.URL + "/status/200", want: outPass,
 			check: func(h *hcv1.HttpCheck) { h.TlsSkipVerify = true },
 		},
 		{
-			name: "TLS certificate inside the expiry warning window warns", url: tlsSrv.URL + "/status/200", want: warn,
+			name: "TLS certificate inside the expiry warning window warns", url: tlsSrv.URL + "/status/200", want: outWarn,
 			check: func(h *hcv1.HttpCheck) {
 				h.TlsSkipVerify = true
-				h.TlsExpiryWarning = dur(200 * 365 * 24 * time.Hour)
+				h.TlsExpiryWarning = pbDur(200 * 365 * 24 * time.Hour)
 			},
 			wantMessage: "certificate expires in",
 		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			target := httpTarget("web", tt.url)
+			target := testHTTPTarget("web", tt.url)
 			if tt.check != nil {
 				tt.check(target.GetHttp())
 			}
@@ -263,7 +263,7 @@ func TestProbeHTTP(t *testing.T) {
 			if tt.timeout > 0 && elapsed > tt.timeout+2*time.Second {
 				t.Errorf("check took %s with a %s timeout", elapsed, tt.timeout)
 			}
-			if strings.HasPrefix(tt.url, tlsSrv.URL) && res.GetOutcome() != fail {
+			if strings.HasPrefix(tt.url, tlsSrv.URL) && res.GetOutcome() != outFail {
 				if _, err := time.Parse(time.RFC3339, res.GetDetails()["cert_expiry"]); err != nil {
 					t.Errorf("details[cert_expiry] = %q: %v", res.GetDetails()["cert_expiry"], err)
 				}
@@ -285,8 +285,8 @@ func TestProbeTCP(t *testing.T) {
 		want        hcv1.CheckOutcome
 		wantMessage string
 	}{
-		{name: "listening port", addr: l.Addr().String(), want: pass, wantMessage: "connected to " + l.Addr().String()},
-		{name: "closed port", addr: closedAddr(t), want: fail, wantMessage: "refused"},
+		{name: "listening port", addr: l.Addr().String(), want: outPass, wantMessage: "connected to " + l.Addr().String()},
+		{name: "closed port", addr: closedLoopbackAddr(t), want: outFail, wantMessage: "refused"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -341,7 +341,7 @@ func TestProbeGRPC(t *testing.T) {
 		"api":     healthpb.HealthCheckResponse_SERVING,
 		"billing": healthpb.HealthCheckResponse_NOT_SERVING,
 	})
-	down := closedAddr(t)
+	down := closedLoopbackAddr(t)
 
 	tests := []struct {
 		name        string
@@ -351,11 +351,11 @@ func TestProbeGRPC(t *testing.T) {
 		wantMessage string
 		wantStatus  string
 	}{
-		{name: "serving service", addr: addr, service: "api", want: pass, wantMessage: "SERVING", wantStatus: "SERVING"},
-		{name: "whole server", addr: addr, service: "", want: pass, wantStatus: "SERVING"},
-		{name: "not serving service", addr: addr, service: "billing", want: fail, wantMessage: "serving status NOT_SERVING", wantStatus: "NOT_SERVING"},
-		{name: "unknown service", addr: addr, service: "nope", want: fail, wantMessage: "NotFound"},
-		{name: "no server", addr: down, service: "api", want: fail, wantMessage: "health check RPC"},
+		{name: "serving service", addr: addr, service: "api", want: outPass, wantMessage: "SERVING", wantStatus: "SERVING"},
+		{name: "whole server", addr: addr, service: "", want: outPass, wantStatus: "SERVING"},
+		{name: "not serving service", addr: addr, service: "billing", want: outFail, wantMessage: "serving status NOT_SERVING", wantStatus: "NOT_SERVING"},
+		{name: "unknown service", addr: addr, service: "nope", want: outFail, wantMessage: "NotFound"},
+		{name: "no server", addr: down, service: "api", want: outFail, wantMessage: "health check RPC"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -387,35 +387,35 @@ func TestProbeExec(t *testing.T) {
 		wantDetails map[string]string
 	}{
 		{
-			name: "exit 0 passes", argv: []string{"sh", "-c", "exit 0"}, want: pass,
+			name: "exit 0 passes", argv: []string{"sh", "-c", "exit 0"}, want: outPass,
 			wantMessage: "exit 0", wantDetails: map[string]string{"exit_code": "0"},
 		},
 		{
-			name: "output is the message", argv: []string{"sh", "-c", "echo all good; echo second line"}, want: pass,
+			name: "output is the message", argv: []string{"sh", "-c", "echo all good; echo second line"}, want: outPass,
 			wantMessage: "all good", wantDetails: map[string]string{"output": "all good\nsecond line"},
 		},
 		{
-			name: "exit 1 warns", argv: []string{"sh", "-c", "echo disk 85% full; exit 1"}, want: warn,
+			name: "exit 1 warns", argv: []string{"sh", "-c", "echo disk 85% full; exit 1"}, want: outWarn,
 			wantMessage: "disk 85% full", wantDetails: map[string]string{"exit_code": "1", "output": "disk 85% full"},
 		},
 		{
-			name: "exit 3 fails", argv: []string{"sh", "-c", "echo broken >&2; exit 3"}, want: fail,
+			name: "exit 3 fails", argv: []string{"sh", "-c", "echo broken >&2; exit 3"}, want: outFail,
 			wantMessage: "exit 3: broken", wantDetails: map[string]string{"exit_code": "3", "output": "broken"},
 		},
 		{
-			name: "arguments are passed without a shell", argv: []string{"sh", "-c", `printf '%s|' "$@"`, "sh", "a b", "$HOME", ";"}, want: pass,
+			name: "arguments are passed without a shell", argv: []string{"sh", "-c", `printf '%s|' "$@"`, "sh", "a b", "$HOME", ";"}, want: outPass,
 			wantDetails: map[string]string{"output": "a b|$HOME|;|"},
 		},
 		{
-			name: "env is added", argv: []string{"sh", "-c", `echo "$HC_TEST_VAR"`}, env: map[string]string{"HC_TEST_VAR": "from env"}, want: pass,
+			name: "env is added", argv: []string{"sh", "-c", `echo "$HC_TEST_VAR"`}, env: map[string]string{"HC_TEST_VAR": "from env"}, want: outPass,
 			wantDetails: map[string]string{"output": "from env"},
 		},
 		{
-			name: "working dir is used", argv: []string{"sh", "-c", "pwd -P"}, workingDir: dir, want: pass,
+			name: "working dir is used", argv: []string{"sh", "-c", "pwd -P"}, workingDir: dir, want: outPass,
 			wantDetails: map[string]string{"output": realPath(t, dir)},
 		},
 		{
-			name: "missing program fails to start", argv: []string{filepath.Join(dir, "no-such-program")}, want: fail,
+			name: "missing program fails to start", argv: []string{filepath.Join(dir, "no-such-program")}, want: outFail,
 			wantMessage: "start:",
 		},
 	}
@@ -462,7 +462,7 @@ func TestProbeExecTimeoutKillsProcessGroup(t *testing.T) {
 	if elapsed := time.Since(start); elapsed > 3*time.Second {
 		t.Errorf("timed-out check took %s", elapsed)
 	}
-	if res.GetOutcome() != fail {
+	if res.GetOutcome() != outFail {
 		t.Fatalf("outcome %s (%q), want FAIL", res.GetOutcome(), res.GetMessage())
 	}
 	assertContains(t, "message", res.GetMessage(), "timed out")
@@ -474,10 +474,6 @@ func TestProbeExecTimeoutKillsProcessGroup(t *testing.T) {
 // background child holding its output: the check is judged by the exit code
 // and does not leave the child running.
 func TestProbeExecLeftoverChild(t *testing.T) {
-	t.Skip("BUG: probeExec reports FAIL \"start: exec: WaitDelay expired before I/O complete\" after 1 s for a program " +
-		"that exited 0 while a background child still holds stdout, and leaves that child running (one leaked process " +
-		"per check interval); fix: after cmd.Run, kill the process group and treat exec.ErrWaitDelay as the exit status")
-
 	pidFile := filepath.Join(t.TempDir(), "child.pid")
 	script := `sleep 30 & echo $! > "$1"; echo started; exit 0`
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
@@ -492,7 +488,7 @@ func TestProbeExecLeftoverChild(t *testing.T) {
 	if elapsed > 3*time.Second {
 		t.Errorf("check took %s", elapsed)
 	}
-	if res.GetOutcome() != pass {
+	if res.GetOutcome() != outPass {
 		t.Errorf("outcome %s (%q), want PASS: the program exited 0", res.GetOutcome(), res.GetMessage())
 	}
 	waitProcessGone(t, pid, 3*time.Second)

@@ -10,14 +10,14 @@ import (
 )
 
 const (
-	pass = hcv1.CheckOutcome_CHECK_OUTCOME_PASS
-	warn = hcv1.CheckOutcome_CHECK_OUTCOME_WARN
-	fail = hcv1.CheckOutcome_CHECK_OUTCOME_FAIL
+	outPass = hcv1.CheckOutcome_CHECK_OUTCOME_PASS
+	outWarn = hcv1.CheckOutcome_CHECK_OUTCOME_WARN
+	outFail = hcv1.CheckOutcome_CHECK_OUTCOME_FAIL
 
-	pending  = hcv1.CheckState_CHECK_STATE_PENDING
-	passing  = hcv1.CheckState_CHECK_STATE_PASSING
-	warning  = hcv1.CheckState_CHECK_STATE_WARNING
-	critical = hcv1.CheckState_CHECK_STATE_CRITICAL
+	statePending  = hcv1.CheckState_CHECK_STATE_PENDING
+	statePassing  = hcv1.CheckState_CHECK_STATE_PASSING
+	stateWarning  = hcv1.CheckState_CHECK_STATE_WARNING
+	stateCritical = hcv1.CheckState_CHECK_STATE_CRITICAL
 )
 
 func TestApplyResult(t *testing.T) {
@@ -31,81 +31,81 @@ func TestApplyResult(t *testing.T) {
 	}{
 		{
 			name: "pending turns passing after success_threshold successes",
-			from: pending, failure: 3, success: 3,
-			results:    []hcv1.CheckOutcome{pass, pass, pass, pass},
-			wantStates: []hcv1.CheckState{pending, pending, passing, passing},
+			from: statePending, failure: 3, success: 3,
+			results:    []hcv1.CheckOutcome{outPass, outPass, outPass, outPass},
+			wantStates: []hcv1.CheckState{statePending, statePending, statePassing, statePassing},
 		},
 		{
 			name: "pending with success_threshold 1 passes at once",
-			from: pending, failure: 3, success: 1,
-			results:    []hcv1.CheckOutcome{pass},
-			wantStates: []hcv1.CheckState{passing},
+			from: statePending, failure: 3, success: 1,
+			results:    []hcv1.CheckOutcome{outPass},
+			wantStates: []hcv1.CheckState{statePassing},
 		},
 		{
 			name: "a failure restarts the success count of a pending target",
-			from: pending, failure: 3, success: 2,
-			results:    []hcv1.CheckOutcome{pass, fail, pass, pass},
-			wantStates: []hcv1.CheckState{pending, pending, pending, passing},
+			from: statePending, failure: 3, success: 2,
+			results:    []hcv1.CheckOutcome{outPass, outFail, outPass, outPass},
+			wantStates: []hcv1.CheckState{statePending, statePending, statePending, statePassing},
 		},
 		{
 			name: "pending turns critical after failure_threshold failures",
-			from: pending, failure: 2, success: 1,
-			results:    []hcv1.CheckOutcome{fail, fail},
-			wantStates: []hcv1.CheckState{pending, critical},
+			from: statePending, failure: 2, success: 1,
+			results:    []hcv1.CheckOutcome{outFail, outFail},
+			wantStates: []hcv1.CheckState{statePending, stateCritical},
 		},
 		{
 			name: "passing stays passing below failure_threshold then turns critical",
-			from: passing, failure: 3, success: 1,
-			results:    []hcv1.CheckOutcome{fail, fail, fail, fail},
-			wantStates: []hcv1.CheckState{passing, passing, critical, critical},
+			from: statePassing, failure: 3, success: 1,
+			results:    []hcv1.CheckOutcome{outFail, outFail, outFail, outFail},
+			wantStates: []hcv1.CheckState{statePassing, statePassing, stateCritical, stateCritical},
 		},
 		{
 			name: "a success resets the failure count of a passing target",
-			from: passing, failure: 3, success: 1,
-			results:    []hcv1.CheckOutcome{fail, fail, pass, fail, fail, fail},
-			wantStates: []hcv1.CheckState{passing, passing, passing, passing, passing, critical},
+			from: statePassing, failure: 3, success: 1,
+			results:    []hcv1.CheckOutcome{outFail, outFail, outPass, outFail, outFail, outFail},
+			wantStates: []hcv1.CheckState{statePassing, statePassing, statePassing, statePassing, statePassing, stateCritical},
 		},
 		{
 			name: "critical needs success_threshold consecutive successes",
-			from: critical, failure: 3, success: 3,
-			results:    []hcv1.CheckOutcome{pass, pass, fail, pass, pass, pass},
-			wantStates: []hcv1.CheckState{critical, critical, critical, critical, critical, passing},
+			from: stateCritical, failure: 3, success: 3,
+			results:    []hcv1.CheckOutcome{outPass, outPass, outFail, outPass, outPass, outPass},
+			wantStates: []hcv1.CheckState{stateCritical, stateCritical, stateCritical, stateCritical, stateCritical, statePassing},
 		},
 		{
 			name: "warn counts as a success out of critical and lands in warning",
-			from: critical, failure: 3, success: 2,
-			results:    []hcv1.CheckOutcome{warn, warn},
-			wantStates: []hcv1.CheckState{critical, warning},
+			from: stateCritical, failure: 3, success: 2,
+			results:    []hcv1.CheckOutcome{outWarn, outWarn},
+			wantStates: []hcv1.CheckState{stateCritical, stateWarning},
 		},
 		{
 			name: "the last success decides passing or warning when the threshold is met",
-			from: pending, failure: 3, success: 2,
-			results:    []hcv1.CheckOutcome{warn, pass},
-			wantStates: []hcv1.CheckState{pending, passing},
+			from: statePending, failure: 3, success: 2,
+			results:    []hcv1.CheckOutcome{outWarn, outPass},
+			wantStates: []hcv1.CheckState{statePending, statePassing},
 		},
 		{
 			name: "passing and warning follow each result",
-			from: passing, failure: 3, success: 3,
-			results:    []hcv1.CheckOutcome{warn, pass, warn, warn, pass},
-			wantStates: []hcv1.CheckState{warning, passing, warning, warning, passing},
+			from: statePassing, failure: 3, success: 3,
+			results:    []hcv1.CheckOutcome{outWarn, outPass, outWarn, outWarn, outPass},
+			wantStates: []hcv1.CheckState{stateWarning, statePassing, stateWarning, stateWarning, statePassing},
 		},
 		{
 			name: "warning stays warning below failure_threshold",
-			from: warning, failure: 2, success: 1,
-			results:    []hcv1.CheckOutcome{fail, warn, fail, fail},
-			wantStates: []hcv1.CheckState{warning, warning, warning, critical},
+			from: stateWarning, failure: 2, success: 1,
+			results:    []hcv1.CheckOutcome{outFail, outWarn, outFail, outFail},
+			wantStates: []hcv1.CheckState{stateWarning, stateWarning, stateWarning, stateCritical},
 		},
 		{
 			name: "zero thresholds act as 1",
-			from: pending, failure: 0, success: 0,
-			results:    []hcv1.CheckOutcome{pass, fail, pass},
-			wantStates: []hcv1.CheckState{passing, critical, passing},
+			from: statePending, failure: 0, success: 0,
+			results:    []hcv1.CheckOutcome{outPass, outFail, outPass},
+			wantStates: []hcv1.CheckState{statePassing, stateCritical, statePassing},
 		},
 		{
 			name: "an unspecified outcome counts as a failure",
-			from: passing, failure: 1, success: 1,
+			from: statePassing, failure: 1, success: 1,
 			results:    []hcv1.CheckOutcome{hcv1.CheckOutcome_CHECK_OUTCOME_UNSPECIFIED},
-			wantStates: []hcv1.CheckState{critical},
+			wantStates: []hcv1.CheckState{stateCritical},
 		},
 	}
 	base := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
@@ -134,7 +134,7 @@ func TestApplyResult(t *testing.T) {
 				if st.GetLastResult() != res {
 					t.Errorf("result %d: last_result is not the applied result", i)
 				}
-				if outcome == pass || outcome == warn {
+				if outcome == outPass || outcome == outWarn {
 					wantSuccesses, wantFailures = wantSuccesses+1, 0
 				} else {
 					wantSuccesses, wantFailures = 0, wantFailures+1
@@ -166,70 +166,70 @@ func TestRollUp(t *testing.T) {
 		},
 		{
 			name:    "all passing is healthy",
-			targets: []tgt{{state: passing}, {state: passing}},
+			targets: []tgt{{state: statePassing}, {state: statePassing}},
 			want:    hcv1.OverallHealth_OVERALL_HEALTH_HEALTHY,
 			counts:  [4]int32{2, 0, 0, 0},
 		},
 		{
 			name:    "a warning degrades",
-			targets: []tgt{{state: passing}, {state: passing}, {state: warning}},
+			targets: []tgt{{state: statePassing}, {state: statePassing}, {state: stateWarning}},
 			want:    hcv1.OverallHealth_OVERALL_HEALTH_DEGRADED,
 			counts:  [4]int32{2, 1, 0, 0},
 		},
 		{
 			name:    "1 of 3 critical targets failing is degraded",
-			targets: []tgt{{state: passing}, {state: passing}, {state: critical}},
+			targets: []tgt{{state: statePassing}, {state: statePassing}, {state: stateCritical}},
 			want:    hcv1.OverallHealth_OVERALL_HEALTH_DEGRADED,
 			counts:  [4]int32{2, 0, 1, 0},
 		},
 		{
 			name:    "1 of 2 critical targets failing is unhealthy",
-			targets: []tgt{{state: passing}, {state: critical}},
+			targets: []tgt{{state: statePassing}, {state: stateCritical}},
 			want:    hcv1.OverallHealth_OVERALL_HEALTH_UNHEALTHY,
 			counts:  [4]int32{1, 0, 1, 0},
 		},
 		{
 			name:    "2 of 3 failing is unhealthy",
-			targets: []tgt{{state: critical}, {state: passing}, {state: critical}},
+			targets: []tgt{{state: stateCritical}, {state: statePassing}, {state: stateCritical}},
 			want:    hcv1.OverallHealth_OVERALL_HEALTH_UNHEALTHY,
 			counts:  [4]int32{1, 0, 2, 0},
 		},
 		{
 			name:    "all failing is unhealthy",
-			targets: []tgt{{state: critical}},
+			targets: []tgt{{state: stateCritical}},
 			want:    hcv1.OverallHealth_OVERALL_HEALTH_UNHEALTHY,
 			counts:  [4]int32{0, 0, 1, 0},
 		},
 		{
 			name:    "a failing non-critical target only degrades",
-			targets: []tgt{{state: passing}, {state: critical, nonCritical: true}},
+			targets: []tgt{{state: statePassing}, {state: stateCritical, nonCritical: true}},
 			want:    hcv1.OverallHealth_OVERALL_HEALTH_DEGRADED,
 			counts:  [4]int32{1, 0, 1, 0},
 		},
 		{
 			name:    "only non-critical targets, all failing, is degraded",
-			targets: []tgt{{state: critical, nonCritical: true}, {state: critical, nonCritical: true}},
+			targets: []tgt{{state: stateCritical, nonCritical: true}, {state: stateCritical, nonCritical: true}},
 			want:    hcv1.OverallHealth_OVERALL_HEALTH_DEGRADED,
 			counts:  [4]int32{0, 0, 2, 0},
 		},
 		{
 			name: "non-critical targets do not count towards the half",
 			targets: []tgt{
-				{state: passing}, {state: passing}, {state: critical},
-				{state: passing, nonCritical: true}, {state: passing, nonCritical: true},
+				{state: statePassing}, {state: statePassing}, {state: stateCritical},
+				{state: statePassing, nonCritical: true}, {state: statePassing, nonCritical: true},
 			},
 			want:   hcv1.OverallHealth_OVERALL_HEALTH_DEGRADED,
 			counts: [4]int32{4, 0, 1, 0},
 		},
 		{
 			name:    "pending does not fail",
-			targets: []tgt{{state: passing}, {state: pending}, {state: hcv1.CheckState_CHECK_STATE_UNSPECIFIED}},
+			targets: []tgt{{state: statePassing}, {state: statePending}, {state: hcv1.CheckState_CHECK_STATE_UNSPECIFIED}},
 			want:    hcv1.OverallHealth_OVERALL_HEALTH_HEALTHY,
 			counts:  [4]int32{1, 0, 0, 2},
 		},
 		{
 			name:    "pending targets still count as critical targets",
-			targets: []tgt{{state: critical}, {state: pending}, {state: pending}},
+			targets: []tgt{{state: stateCritical}, {state: statePending}, {state: statePending}},
 			want:    hcv1.OverallHealth_OVERALL_HEALTH_DEGRADED,
 			counts:  [4]int32{0, 0, 1, 2},
 		},

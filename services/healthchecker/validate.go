@@ -11,6 +11,7 @@ import (
 	"time"
 
 	hcv1 "github.com/opsuite/opsuite/gen/opsuite/healthchecker/v1"
+	"golang.org/x/net/http/httpguts"
 	"google.golang.org/protobuf/types/known/durationpb"
 )
 
@@ -209,8 +210,8 @@ func validateHTTP(ve *ValidationError, h *hcv1.HttpCheck, cc *compiledCheck) {
 			ve.add("target.http.headers", "%q is not a valid header name", k)
 			break
 		}
-		if strings.ContainsAny(v, "\r\n\x00") {
-			ve.add("target.http.headers", "value of %q contains a line break or NUL", k)
+		if !httpguts.ValidHeaderFieldValue(v) {
+			ve.add("target.http.headers", "value of %q contains a line break or another control character", k)
 			break
 		}
 	}
