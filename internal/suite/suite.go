@@ -29,6 +29,7 @@ import (
 	"github.com/opsuite/opsuite/services/gateway"
 	"github.com/opsuite/opsuite/services/healthchecker"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/sync/errgroup"
@@ -239,7 +240,8 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, out io.Writer) error
 		g.Go(func() error { return serveGRPC(gs.Server, inproc) })
 		conn, err := grpc.NewClient("passthrough:///inprocess",
 			grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return inproc.DialContext(ctx) }),
-			grpc.WithTransportCredentials(insecure.NewCredentials()))
+			grpc.WithTransportCredentials(insecure.NewCredentials()),
+			grpc.WithStatsHandler(otelgrpc.NewClientHandler(otelgrpc.WithTracerProvider(tp))))
 		if err != nil {
 			return fmt.Errorf("in-process gRPC client: %w", err)
 		}
@@ -254,7 +256,8 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, out io.Writer) error
 	ready.Register(mux)
 	if cfg.has(TargetGateway) {
 		if gatewayConns.HealthChecker == nil {
-			conn, err := grpc.NewClient(cfg.HealthCheckerAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+			conn, err := grpc.NewClient(cfg.HealthCheckerAddr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+				grpc.WithStatsHandler(otelgrpc.NewClientHandler(otelgrpc.WithTracerProvider(tp))))
 			if err != nil {
 				return fmt.Errorf("health-checker client for %s: %w", cfg.HealthCheckerAddr, err)
 			}

@@ -160,7 +160,7 @@ func recoverStream(log *slog.Logger) grpc.StreamServerInterceptor {
 	}
 }
 
-func logRPC(log *slog.Logger, method string, start time.Time, err error) codes.Code {
+func logRPC(ctx context.Context, log *slog.Logger, method string, start time.Time, err error) codes.Code {
 	code := status.Code(err)
 	level := slog.LevelDebug
 	switch code {
@@ -174,7 +174,10 @@ func logRPC(log *slog.Logger, method string, start time.Time, err error) codes.C
 	if err != nil {
 		attrs = append(attrs, "err", status.Convert(err).Message())
 	}
-	log.Log(context.Background(), level, "rpc", attrs...)
+	if sc := trace.SpanContextFromContext(ctx); sc.HasTraceID() {
+		attrs = append(attrs, "trace_id", sc.TraceID().String())
+	}
+	log.Log(ctx, level, "rpc", attrs...)
 	return code
 }
 
@@ -182,7 +185,7 @@ func observeUnary(log *slog.Logger, m *metrics) grpc.UnaryServerInterceptor {
 	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 		start := time.Now()
 		resp, err := handler(ctx, req)
-		m.observe(info.FullMethod, logRPC(log, info.FullMethod, start, err), time.Since(start))
+		m.observe(info.FullMethod, logRPC(ctx, log, info.FullMethod, start, err), time.Since(start))
 		return resp, err
 	}
 }
@@ -191,7 +194,7 @@ func observeStream(log *slog.Logger, m *metrics) grpc.StreamServerInterceptor {
 	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
 		start := time.Now()
 		err := handler(srv, ss)
-		m.observe(info.FullMethod, logRPC(log, info.FullMethod, start, err), time.Since(start))
+		m.observe(info.FullMethod, logRPC(ss.Context(), log, info.FullMethod, start, err), time.Since(start))
 		return err
 	}
 }

@@ -25,36 +25,26 @@ type bareLoop struct {
 	timeout   time.Duration
 	lag       func(time.Duration)
 
-	dials, slowDials, dialErrs atomic.Int64
 	failed   atomic.Int64
 	firstErr atomic.Pointer[string] // the first failure, to say why
 	loops    sync.WaitGroup
 }
 
 func newBareLoop(interval, timeout time.Duration, lag func(time.Duration)) *bareLoop {
-	d := &net.Dialer{KeepAlive: 30 * time.Second}
-	l := &bareLoop{}
 	tr := &http.Transport{
-		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			t0 := time.Now()
-			c, err := d.DialContext(ctx, network, addr)
-			el := time.Since(t0)
-			l.dials.Add(1)
-			if el > 100*time.Millisecond {
-				l.slowDials.Add(1)
-			}
-			if err != nil {
-				l.dialErrs.Add(1)
-			}
-			return c, err
-		},
+		DialContext:           (&net.Dialer{KeepAlive: 30 * time.Second}).DialContext,
 		MaxIdleConnsPerHost:   1024,
 		IdleConnTimeout:       90 * time.Second,
 		ExpectContinueTimeout: time.Second,
 		DisableCompression:    true,
 	}
-	l.transport, l.client, l.interval, l.timeout, l.lag = tr, &http.Client{Transport: tr}, interval, timeout, lag
-	return l
+	return &bareLoop{
+		transport: tr,
+		client:    &http.Client{Transport: tr},
+		interval:  interval,
+		timeout:   timeout,
+		lag:       lag,
+	}
 }
 
 // start checks every URL until ctx ends; wait returns when all loops have.

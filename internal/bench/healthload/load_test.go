@@ -2,6 +2,7 @@ package healthload
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -81,7 +82,6 @@ func BenchmarkBareLoopLoad(b *testing.B) {
 			lag := &lagHistogram{}
 			loop := startBareLoop(b, targetURLs(srv.addrs, lc.targets), lag.observe)
 			reportWindows(b, measureWindows(b, b.N, lc.window, srv, lag, loop.failed.Load), lc.targets)
-			b.Logf("dials %d slow %d errs %d", loop.dials.Load(), loop.slowDials.Load(), loop.dialErrs.Load())
 			if msg := loop.firstErr.Load(); msg != nil {
 				b.Logf("first failed check: %s", *msg)
 			}
@@ -263,7 +263,10 @@ func freeMemory(tb testing.TB) {
 // windows is what measureWindows saw.
 type windows struct {
 	wall, cpu, serverCPU time.Duration
+	otherCPU             time.Duration // everything else on the machine
 	checks, failed       int64
+	allocB, allocN       uint64 // Go heap bytes and objects allocated
+	fds                  int
 	p50, p99, max        time.Duration
 	rss                  int64
 	heap                 uint64
@@ -279,34 +282,39 @@ func measureWindows(tb testing.TB, n int, window time.Duration, srv *loopbackSer
 	tb.Helper()
 	time.Sleep(warmup(tb))
 	stopProfile := startProfile(tb)
-	var w windows
+	var (
+		w   windows
+		err error
+	)
 	for range n {
 		f0 := failures()
-		u0, err := sampleUsage(srv.pid)
-		if err != nil {
-			tb.Fatal(err)
-		}
+		u0, err0 := sampleUsage(srv.pid)
 		lag.active.Store(true)
 		time.Sleep(window)
 		lag.active.Store(false)
-		u1, err := sampleUsage(srv.pid)
-		if err != nil {
+		u1, err1 := sampleUsage(srv.pid)
+		if err := errors.Join(err0, err1); err != nil {
 			tb.Fatal(err)
 		}
 		w.failed += failures() - f0
 		w.wall += u1.wall.Sub(u0.wall)
 		w.cpu += u1.cpu - u0.cpu
 		w.serverCPU += u1.serverCPU - u0.serverCPU
+		w.allocB += u1.allocB - u0.allocB
+		w.allocN += u1.allocN - u0.allocN
+		w.otherCPU += (u1.hostBusy - u0.hostBusy) - (u1.cpu - u0.cpu) - (u1.serverCPU - u0.serverCPU)
 	}
 	stopProfile()
+	if w.fds, err = openFiles(); err != nil {
+		tb.Fatal(err)
+	}
 	w.checks = lag.count()
 	w.p50, w.p99 = lag.quantile(0.50), lag.quantile(0.99)
 	w.max = time.Duration(lag.max.Load()) * time.Microsecond
-	rss, err := residentBytes()
-	if err != nil {
+	if w.rss, err = residentBytes(); err != nil {
 		tb.Fatal(err)
 	}
-	w.rss, w.heap = rss, liveHeapBytes()
+	w.heap = liveHeapBytes()
 	return w
 }
 
@@ -338,8 +346,16 @@ func reportWindows(b *testing.B, w windows, targets int) {
 	b.ReportMetric(ms(w.max), "max-lag-ms")
 	b.ReportMetric(float64(w.rss)/mb, "rss-MB")
 	b.ReportMetric(float64(w.heap)/mb, "heap-MB")
+	if w.checks > 0 {
+		b.ReportMetric(float64(w.allocB)/float64(w.checks), "B/check")
+		b.ReportMetric(float64(w.allocN)/float64(w.checks), "allocs/check")
+	}
 	b.ReportMetric(float64(w.failed), "failed")
+	b.ReportMetric(float64(w.fds), "fds")
 	b.ReportMetric(w.serverCPU.Seconds()/secs, "srv-cores")
+	// CPU used by anything else on the machine: more than a little means the
+	// numbers above were measured on a busy host.
+	b.ReportMetric(max(w.otherCPU.Seconds()/secs, 0), "other-cores")
 }
 
 // startProfile writes a CPU profile of the measurement windows to the

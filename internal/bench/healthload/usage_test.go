@@ -12,12 +12,15 @@ import (
 	"time"
 )
 
-// usage is a sample of the CPU time spent so far by this process and by
-// the server process.
+// usage is a sample of the CPU time spent so far by this process, by the
+// server process and by the whole machine.
 type usage struct {
 	wall      time.Time
 	cpu       time.Duration // this process, user + system (getrusage RUSAGE_SELF)
 	serverCPU time.Duration // the server process, from /proc/PID/stat
+	hostBusy  time.Duration // all CPUs, not idle, from /proc/stat
+	allocB    uint64        // bytes allocated on the Go heap so far
+	allocN    uint64        // heap objects allocated so far
 }
 
 func sampleUsage(serverPID int) (usage, error) {
@@ -29,9 +32,44 @@ func sampleUsage(serverPID int) (usage, error) {
 		wall: time.Now(),
 		cpu:  time.Duration(ru.Utime.Nano() + ru.Stime.Nano()),
 	}
+	m := []metrics.Sample{{Name: "/gc/heap/allocs:bytes"}, {Name: "/gc/heap/allocs:objects"}}
+	metrics.Read(m)
+	u.allocB, u.allocN = m[0].Value.Uint64(), m[1].Value.Uint64()
 	var err error
-	u.serverCPU, err = processCPU(serverPID)
+	if u.serverCPU, err = processCPU(serverPID); err != nil {
+		return u, err
+	}
+	u.hostBusy, err = hostBusy()
 	return u, err
+}
+
+// hostBusy is the CPU time all processors spent on anything but idling
+// (user, nice, system, irq, softirq and time stolen by the hypervisor).
+func hostBusy() (time.Duration, error) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, err
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	if len(f) < 9 || f[0] != "cpu" {
+		return 0, fmt.Errorf("/proc/stat: unexpected first line %q", line)
+	}
+	var busy int64
+	for _, i := range []int{1, 2, 3, 6, 7, 8} { // user nice system - - irq softirq steal
+		n, err := strconv.ParseInt(f[i], 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("/proc/stat: field %d: %w", i, err)
+		}
+		busy += n
+	}
+	return time.Duration(busy) * clockTick, nil
+}
+
+// openFiles counts this process's open file descriptors.
+func openFiles() (int, error) {
+	ents, err := os.ReadDir("/proc/self/fd")
+	return len(ents), err
 }
 
 // clockTick is USER_HZ, the unit of /proc/PID/stat times; 100 on Linux.
