@@ -20,4 +20,5 @@ git archive "$ref" proto buf.yaml | tar -x -C "$tmp"
 mkdir -p "$tmp/.cache"
 cp -r "$root/.cache/googleapis" "$tmp/.cache/googleapis"
 (cd "$tmp" && buf build -o "$tmp/against.binpb")
-buf breaking --against "$tmp/against.binpb"
+buf build -o "$tmp/current.binpb"
+buf breaking "$tmp/current.binpb" --against "$tmp/against.binpb" --config buf.yaml
