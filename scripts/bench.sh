@@ -21,7 +21,7 @@ fi
 : >"$raw"
 
 status=0
-echo "== $load_pkg: one measurement window per case (takes about 2-3 minutes)" >&2
+echo "== $load_pkg: one measurement window per case (takes about two minutes)" >&2
 "$GO" test -run '^$' -bench . -benchtime 1x -count 1 -timeout 15m "./$load_pkg" 2>&1 | tee -a "$raw" >&2 || status=1
 
 # Other packages with benchmarks (gen/ and tools/ are separate modules).

@@ -12,7 +12,9 @@
 //	go test -run '^$' -bench . -benchtime 1x ./internal/bench/healthload
 //
 // A plain go test runs only the harness's quick self-tests. Set
-// OPSUITE_HEALTHLOAD_CPUPROFILE to a directory to write a CPU profile of each
-// measurement window there. Results and how to read them are in
+// OPSUITE_HEALTHLOAD_PROFILE to a directory to write there a CPU profile of
+// each measurement window and a heap profile at its end, and
+// OPSUITE_HEALTHLOAD_WARMUP to a duration to warm up longer (100s fills
+// every target's result history). Results and how to read them are in
 // docs/benchmarks.md.
 package healthload

@@ -36,8 +36,9 @@ const (
 	warmupEnv = "OPSUITE_HEALTHLOAD_WARMUP"
 	// createWorkers bounds concurrent CreateTarget calls while loading targets.
 	createWorkers = 32
-	// profileEnv names a directory for CPU profiles of the measurement windows.
-	profileEnv = "OPSUITE_HEALTHLOAD_CPUPROFILE"
+	// profileEnv names a directory for CPU and heap profiles of the
+	// measurement windows.
+	profileEnv = "OPSUITE_HEALTHLOAD_PROFILE"
 )
 
 // loadCase is one rate of the sweep: targets checked every checkInterval,
@@ -50,13 +51,15 @@ type loadCase struct {
 func (lc loadCase) name() string { return fmt.Sprintf("targets=%d", lc.targets) }
 
 // loadCases are the rates measured: the goal rate with a long window, then
-// higher rates with shorter windows to find the ceiling in bounded time.
+// higher rates, closer together around where this 2-core machine runs out,
+// with shorter windows to keep the whole run to about two minutes.
 func loadCases() []loadCase {
 	return []loadCase{
 		{targets: 10_000, window: 10 * time.Second},
+		{targets: 15_000, window: 5 * time.Second},
 		{targets: 20_000, window: 5 * time.Second},
+		{targets: 25_000, window: 5 * time.Second},
 		{targets: 30_000, window: 5 * time.Second},
-		{targets: 40_000, window: 5 * time.Second},
 	}
 }
 
@@ -66,9 +69,10 @@ func BenchmarkCheckerLoad(b *testing.B) {
 	for _, lc := range loadCases() {
 		b.Run(lc.name(), func(b *testing.B) {
 			srv := startLoopbackServers(b, loopbackPorts)
+			m := openMeter(b, srv.pid)
 			lag := &lagHistogram{}
 			failures := startService(b, targetURLs(srv.addrs, lc.targets), lag.observe)
-			reportWindows(b, measureWindows(b, b.N, lc.window, srv, lag, failures), lc.targets)
+			reportWindows(b, measureWindows(b, b.N, lc.window, m, lag, failures), lc.targets)
 		})
 	}
 }
@@ -79,9 +83,10 @@ func BenchmarkBareLoopLoad(b *testing.B) {
 	for _, lc := range loadCases() {
 		b.Run(lc.name(), func(b *testing.B) {
 			srv := startLoopbackServers(b, loopbackPorts)
+			m := openMeter(b, srv.pid)
 			lag := &lagHistogram{}
 			loop := startBareLoop(b, targetURLs(srv.addrs, lc.targets), lag.observe)
-			reportWindows(b, measureWindows(b, b.N, lc.window, srv, lag, loop.failed.Load), lc.targets)
+			reportWindows(b, measureWindows(b, b.N, lc.window, m, lag, loop.failed.Load), lc.targets)
 			if msg := loop.firstErr.Load(); msg != nil {
 				b.Logf("first failed check: %s", *msg)
 			}
@@ -108,9 +113,10 @@ func TestLoadSmoke(t *testing.T) {
 	for _, c := range checkers {
 		t.Run(c.name, func(t *testing.T) {
 			srv := startLoopbackServers(t, 4)
+			m := openMeter(t, srv.pid)
 			lag := &lagHistogram{}
 			failures := c.start(t, targetURLs(srv.addrs, targets), lag.observe)
-			w := measureWindows(t, 1, checkInterval, srv, lag, failures)
+			w := measureWindows(t, 1, checkInterval, m, lag, failures)
 			if w.failed != 0 {
 				t.Errorf("%d checks failed", w.failed)
 			}
@@ -135,7 +141,7 @@ func targetURLs(addrs []string, n int) []string {
 // returns a counter of failed checks. Everything stops when tb ends.
 func startService(tb testing.TB, urls []string, lag func(time.Duration)) (failures func() int64) {
 	tb.Helper()
-	freeMemory(tb)
+	prepareCase(tb)
 	ns, err := natsembed.Start(natsembed.Config{DataDir: tb.TempDir()}, nil)
 	if err != nil {
 		tb.Fatal(err)
@@ -237,7 +243,7 @@ func failedChecks(tb testing.TB, g prometheus.Gatherer) int64 {
 // startBareLoop runs the baseline checker over urls until tb ends.
 func startBareLoop(tb testing.TB, urls []string, lag func(time.Duration)) *bareLoop {
 	tb.Helper()
-	freeMemory(tb)
+	prepareCase(tb)
 	loop := newBareLoop(checkInterval, checkTimeout, lag)
 	ctx, cancel := context.WithCancel(context.Background())
 	loop.start(ctx, urls)
@@ -248,9 +254,10 @@ func startBareLoop(tb testing.TB, urls []string, lag func(time.Duration)) *bareL
 	return loop
 }
 
-// freeMemory returns what earlier cases left to the OS, so the resident
-// size measured next belongs to the case at hand.
-func freeMemory(tb testing.TB) {
+// prepareCase raises the open-file limit and returns to the OS what
+// earlier cases left, so the resident size measured next belongs to the case
+// at hand.
+func prepareCase(tb testing.TB) {
 	if n, err := raiseFileLimit(); err != nil {
 		tb.Fatal(err)
 	} else if n < 4096 {
@@ -278,21 +285,21 @@ func (w windows) checksPerSecond() float64 { return float64(w.checks) / w.wall.S
 // window: checks started and their lag, CPU of this process and of the
 // server process, failed checks; and, at the end, resident and live heap
 // size.
-func measureWindows(tb testing.TB, n int, window time.Duration, srv *loopbackServers, lag *lagHistogram, failures func() int64) windows {
+func measureWindows(tb testing.TB, n int, window time.Duration, m *meter, lag *lagHistogram, failures func() int64) windows {
 	tb.Helper()
 	time.Sleep(warmup(tb))
-	stopProfile := startProfile(tb)
+	defer startProfile(tb)()
 	var (
 		w   windows
 		err error
 	)
 	for range n {
 		f0 := failures()
-		u0, err0 := sampleUsage(srv.pid)
+		u0, err0 := m.sample()
 		lag.active.Store(true)
 		time.Sleep(window)
 		lag.active.Store(false)
-		u1, err1 := sampleUsage(srv.pid)
+		u1, err1 := m.sample()
 		if err := errors.Join(err0, err1); err != nil {
 			tb.Fatal(err)
 		}
@@ -304,14 +311,13 @@ func measureWindows(tb testing.TB, n int, window time.Duration, srv *loopbackSer
 		w.allocN += u1.allocN - u0.allocN
 		w.otherCPU += (u1.hostBusy - u0.hostBusy) - (u1.cpu - u0.cpu) - (u1.serverCPU - u0.serverCPU)
 	}
-	stopProfile()
-	if w.fds, err = openFiles(); err != nil {
+	if w.fds, err = m.openFiles(); err != nil {
 		tb.Fatal(err)
 	}
 	w.checks = lag.count()
 	w.p50, w.p99 = lag.quantile(0.50), lag.quantile(0.99)
 	w.max = time.Duration(lag.max.Load()) * time.Microsecond
-	if w.rss, err = residentBytes(); err != nil {
+	if w.rss, err = m.residentBytes(); err != nil {
 		tb.Fatal(err)
 	}
 	w.heap = liveHeapBytes()
@@ -326,7 +332,7 @@ func warmup(tb testing.TB) time.Duration {
 	}
 	d, err := time.ParseDuration(v)
 	if err != nil || d < 0 {
-		tb.Fatalf("%s=%q: want a duration such as 110s", warmupEnv, v)
+		tb.Fatalf("%s=%q: want a duration such as 100s", warmupEnv, v)
 	}
 	return d
 }
@@ -358,26 +364,31 @@ func reportWindows(b *testing.B, w windows, targets int) {
 	b.ReportMetric(max(w.otherCPU.Seconds()/secs, 0), "other-cores")
 }
 
-// startProfile writes a CPU profile of the measurement windows to the
-// directory named by $OPSUITE_HEALTHLOAD_CPUPROFILE, if set.
+// startProfile writes a CPU profile of the measurement windows, and a heap
+// profile as of their end, to the directory named by
+// $OPSUITE_HEALTHLOAD_PROFILE, if set.
 func startProfile(tb testing.TB) (stop func()) {
 	dir := os.Getenv(profileEnv)
 	if dir == "" {
 		return func() {}
 	}
-	name := strings.NewReplacer("/", "_", "=", "-").Replace(tb.Name()) + ".pprof"
-	f, err := os.Create(filepath.Join(dir, name))
-	if err != nil {
-		tb.Fatal(err)
+	base := filepath.Join(dir, strings.NewReplacer("/", "_", "=", "-").Replace(tb.Name()))
+	create := func(name string) *os.File {
+		f, err := os.Create(name)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		return f
 	}
-	if err := pprof.StartCPUProfile(f); err != nil {
-		_ = f.Close()
-		tb.Logf("no window profile: %v", err)
-		return func() {}
+	cpu := create(base + ".cpu.pprof")
+	if err := pprof.StartCPUProfile(cpu); err != nil {
+		tb.Logf("no CPU profile of the window: %v", err)
 	}
 	return func() {
 		pprof.StopCPUProfile()
-		if err := f.Close(); err != nil {
+		heap := create(base + ".heap.pprof")
+		err := errors.Join(cpu.Close(), pprof.WriteHeapProfile(heap), heap.Close())
+		if err != nil {
 			tb.Error(err)
 		}
 	}
