@@ -193,7 +193,7 @@ func (s *Service) update(ctx context.Context, req *hcv1.UpdateTargetRequest) (*h
 	}
 	if !checkChanged {
 		old.mu.Lock()
-		nt.history, nt.histNext = old.history, old.histNext
+		nt.history = old.history.clone()
 		old.mu.Unlock()
 	}
 	s.stopTarget(old)
@@ -319,7 +319,7 @@ func (s *Service) Heartbeat(ctx context.Context, req *hcv1.HeartbeatRequest) (*h
 	now := time.Now()
 	res := result(outcome, now, msg, nil)
 	res.ResponseTime = nil
-	s.metrics.checks.WithLabelValues("ttl", outcome.String()).Inc()
+	s.metrics.checked("ttl", outcome)
 	s.record(ctx, t, res, now.Add(t.spec.GetTtl().GetTtl().AsDuration()))
 	select {
 	case t.heartbeat <- struct{}{}:

@@ -270,13 +270,15 @@ func (s *Service) snapshot(group string) []*target {
 
 type metrics struct {
 	checks *prometheus.CounterVec
+	// byKind holds the checks counters resolved once, indexed by outcome.
+	byKind map[string][]prometheus.Counter
 	lag    prometheus.Histogram
 	states *prometheus.Desc
 	svc    *Service
 }
 
 func newMetrics(s *Service) *metrics {
-	return &metrics{
+	m := &metrics{
 		checks: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "opsuite_healthchecker_checks_total",
 			Help: "Checks run, by kind and outcome.",
@@ -288,7 +290,25 @@ func newMetrics(s *Service) *metrics {
 		}),
 		states: prometheus.NewDesc("opsuite_healthchecker_targets", "Targets by state.", []string{"state"}, nil),
 		svc:    s,
+		byKind: map[string][]prometheus.Counter{},
 	}
+	for _, kind := range []string{"http", "tcp", "grpc", "exec", "ttl", "none"} {
+		cs := make([]prometheus.Counter, len(hcv1.CheckOutcome_name))
+		for o := range cs {
+			cs[o] = m.checks.WithLabelValues(kind, hcv1.CheckOutcome(o).String())
+		}
+		m.byKind[kind] = cs
+	}
+	return m
+}
+
+// checked counts one check of kind with outcome o.
+func (m *metrics) checked(kind string, o hcv1.CheckOutcome) {
+	if cs := m.byKind[kind]; int(o) >= 0 && int(o) < len(cs) {
+		cs[o].Inc()
+		return
+	}
+	m.checks.WithLabelValues(kind, o.String()).Inc()
 }
 
 func (m *metrics) register(r prometheus.Registerer) error {

@@ -42,6 +42,8 @@ type compiledCheck struct {
 type prober struct {
 	transport         *http.Transport
 	insecureTransport *http.Transport
+	// clients are built once, indexed [tls_skip_verify][follow_redirects].
+	clients [2][2]*http.Client
 }
 
 func newProber() *prober {
@@ -58,7 +60,20 @@ func newProber() *prober {
 			TLSClientConfig:       &tls.Config{InsecureSkipVerify: skipVerify}, //nolint:gosec // the target asked for it
 		}
 	}
-	return &prober{transport: mk(false), insecureTransport: mk(true)}
+	p := &prober{transport: mk(false), insecureTransport: mk(true)}
+	noFollow := func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	for i, tr := range []*http.Transport{p.transport, p.insecureTransport} {
+		p.clients[i][0] = &http.Client{Transport: tr, CheckRedirect: noFollow}
+		p.clients[i][1] = &http.Client{Transport: tr}
+	}
+	return p
+}
+
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 func (p *prober) close() {
@@ -96,14 +111,7 @@ func (p *prober) probeHTTP(ctx context.Context, h *hcv1.HttpCheck, cc *compiledC
 	if req.Header.Get("User-Agent") == "" {
 		req.Header.Set("User-Agent", "opsuite-healthchecker")
 	}
-	client := http.Client{Transport: p.transport}
-	if h.GetTlsSkipVerify() {
-		client.Transport = p.insecureTransport
-	}
-	if !h.GetFollowRedirects() {
-		client.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
-	}
-	resp, err := client.Do(req)
+	resp, err := p.clients[b2i(h.GetTlsSkipVerify())][b2i(h.GetFollowRedirects())].Do(req)
 	if err != nil {
 		return result(hcv1.CheckOutcome_CHECK_OUTCOME_FAIL, start, describeNetErr(ctx, err), nil)
 	}
@@ -122,7 +130,8 @@ func (p *prober) probeHTTP(ctx context.Context, h *hcv1.HttpCheck, cc *compiledC
 	if !needBody && resp.ContentLength >= 0 && resp.ContentLength <= 4<<10 {
 		_, _ = io.Copy(io.Discard, resp.Body)
 	}
-	details := map[string]string{"status_code": strconv.Itoa(resp.StatusCode)}
+	code := strconv.Itoa(resp.StatusCode)
+	details := map[string]string{"status_code": code}
 
 	if !statusExpected(resp.StatusCode, h.GetExpectedStatuses()) {
 		return result(hcv1.CheckOutcome_CHECK_OUTCOME_FAIL, start, fmt.Sprintf("status %d, expected %s", resp.StatusCode, describeExpected(h.GetExpectedStatuses())), details)
@@ -161,8 +170,13 @@ func (p *prober) probeHTTP(ctx context.Context, h *hcv1.HttpCheck, cc *compiledC
 			warnings = append(warnings, fmt.Sprintf("certificate expires in %s (at %s)", left.Round(time.Minute), exp.UTC().Format(time.RFC3339)))
 		}
 	}
-	res := result(hcv1.CheckOutcome_CHECK_OUTCOME_PASS, start, fmt.Sprintf("status %d", resp.StatusCode), details)
-	res.ResponseTime = durationpb.New(elapsed)
+	res := &hcv1.CheckResult{
+		Outcome:      hcv1.CheckOutcome_CHECK_OUTCOME_PASS,
+		Time:         timestamppb.New(start),
+		ResponseTime: durationpb.New(elapsed),
+		Message:      "status " + code,
+		Details:      details,
+	}
 	if len(warnings) > 0 {
 		res.Outcome = hcv1.CheckOutcome_CHECK_OUTCOME_WARN
 		res.Message = strings.Join(warnings, "; ")

@@ -29,8 +29,7 @@ type target struct {
 	mu       sync.Mutex
 	status   *hcv1.TargetStatus
 	revision uint64
-	history  []*hcv1.CheckResult // ring, oldest overwritten
-	histNext int
+	history  history
 	removed  bool
 
 	stop      chan struct{}
@@ -72,31 +71,11 @@ func (t *target) view() *hcv1.Target {
 	return out
 }
 
-func (t *target) pushHistory(r *hcv1.CheckResult) {
-	if len(t.history) < historySize {
-		t.history = append(t.history, r)
-		return
-	}
-	t.history[t.histNext] = r
-	t.histNext = (t.histNext + 1) % historySize
-}
-
 // recent returns up to n results, newest first.
 func (t *target) recent(n int) []*hcv1.CheckResult {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	out := make([]*hcv1.CheckResult, 0, min(n, len(t.history)))
-	for i := range len(t.history) {
-		if len(out) == n {
-			break
-		}
-		idx := (t.histNext - 1 - i + 2*len(t.history)) % len(t.history)
-		if len(t.history) < historySize {
-			idx = len(t.history) - 1 - i
-		}
-		out = append(out, t.history[idx])
-	}
-	return out
+	return t.history.recent(n)
 }
 
 // firstDue is when a newly started loop checks first: after the initial
@@ -211,7 +190,7 @@ func (s *Service) probe(ctx context.Context, t *target) *hcv1.CheckResult {
 	default:
 		res = result(hcv1.CheckOutcome_CHECK_OUTCOME_FAIL, time.Now(), "target has no runnable check", nil)
 	}
-	s.metrics.checks.WithLabelValues(checkKind(t.spec), res.GetOutcome().String()).Inc()
+	s.metrics.checked(checkKind(t.spec), res.GetOutcome())
 	return res
 }
 
@@ -242,9 +221,14 @@ func (s *Service) record(ctx context.Context, t *target, res *hcv1.CheckResult, 
 	prev := t.status.GetState()
 	changed := applyResult(t.status, t.spec.GetFailureThreshold(), t.spec.GetSuccessThreshold(), res)
 	if !next.IsZero() {
-		t.status.NextCheckTime = timestamppb.New(next)
+		// In place: the status is only handed out as a copy (view).
+		if ts := t.status.NextCheckTime; ts != nil {
+			ts.Seconds, ts.Nanos = next.Unix(), int32(next.Nanosecond())
+		} else {
+			t.status.NextCheckTime = timestamppb.New(next)
+		}
 	}
-	t.pushHistory(res)
+	t.history.push(res)
 	state := t.status.GetState()
 	t.mu.Unlock()
 	if !changed {
