@@ -1,4 +1,4 @@
-package gateway
+package protojsonerr
 
 import (
 	"errors"
@@ -9,7 +9,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 )
 
-func TestDescribeJSONErrorNamesField(t *testing.T) {
+func TestDescribeNamesField(t *testing.T) {
 	for _, tc := range []struct {
 		body, wantPath string
 	}{
@@ -25,7 +25,7 @@ func TestDescribeJSONErrorNamesField(t *testing.T) {
 			if err == nil {
 				t.Fatal("protojson accepted the body")
 			}
-			got := describeJSONError([]byte(tc.body), err)
+			got := Describe([]byte(tc.body), err)
 			if !strings.Contains(got, "at field "+tc.wantPath) {
 				t.Fatalf("describeJSONError = %q, want it to name field %s", got, tc.wantPath)
 			}
@@ -33,16 +33,16 @@ func TestDescribeJSONErrorNamesField(t *testing.T) {
 	}
 }
 
-func TestDescribeJSONErrorWithoutPosition(t *testing.T) {
-	got := describeJSONError([]byte(`x`), errors.New("proto: something odd"))
+func TestDescribeWithoutPosition(t *testing.T) {
+	got := Describe([]byte(`x`), errors.New("proto: something odd"))
 	if got != "invalid JSON body: something odd" {
 		t.Fatalf("got %q", got)
 	}
 }
 
-// FuzzDescribeJSONError feeds arbitrary bodies through the decoder's error
+// FuzzDescribe feeds arbitrary bodies through the decoder's error
 // path: it must never panic and always produce a message.
-func FuzzDescribeJSONError(f *testing.F) {
+func FuzzDescribe(f *testing.F) {
 	for _, s := range []string{`{"name":"a","interval":5}`, `{"exec":{"argv":["a",2]}}`, `[`, `{"a":{"b":[1,{"c":`, "{\n\"x\"\n:\n[]}", `"\u00`} {
 		f.Add([]byte(s))
 	}
@@ -51,11 +51,11 @@ func FuzzDescribeJSONError(f *testing.F) {
 		if err == nil {
 			return
 		}
-		if msg := describeJSONError(body, err); msg == "" {
+		if msg := Describe(body, err); msg == "" {
 			t.Fatal("empty message")
 		}
 		for off := range min(len(body)+2, 64) {
-			_ = jsonPathAt(body, off)
+			_ = PathAt(body, off)
 		}
 	})
 }
