@@ -65,4 +65,3 @@ func protoTarget(v any) (proto.Message, bool) {
 
 // StreamContentType names the content type of server-streamed responses.
 func (m *namingMarshaler) StreamContentType(any) string { return ndjson }
-

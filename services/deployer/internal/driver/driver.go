@@ -87,7 +87,7 @@ type State string
 const (
 	StateStarting State = "starting"
 	StateRunning  State = "running"
-	StateExited   State = "exited" // stopped on its own; see ExitCode
+	StateExited   State = "exited"  // stopped on its own; see ExitCode
 	StateStopped  State = "stopped" // stopped by the driver
 	StateUnknown  State = "unknown"
 )
