@@ -12,6 +12,8 @@ import (
 	"strings"
 )
 
+var unknownRe = regexp.MustCompile(`unknown field "([^"]+)"`)
+
 var posRe = regexp.MustCompile(`\(line (\d+):(\d+)\)`)
 
 // Describe rewrites a protojson error to name the JSON field where
@@ -29,7 +31,15 @@ func Describe(data []byte, err error) string {
 	detail = strings.TrimPrefix(detail, "syntax error : ")
 	detail = strings.TrimPrefix(detail, "syntax error: ")
 	off := offsetOf(data, line, col)
-	if path := PathAt(data, off); path != "" {
+	path := PathAt(data, off)
+	// An unknown key is reported at the key itself, before it is read.
+	if u := unknownRe.FindStringSubmatch(detail); u != nil && !strings.HasSuffix(path, u[1]) {
+		if path != "" {
+			path += "."
+		}
+		path += u[1]
+	}
+	if path != "" {
 		return fmt.Sprintf("invalid JSON body at field %q (line %d:%d): %s", path, line, col, detail)
 	}
 	return fmt.Sprintf("invalid JSON body (line %d:%d): %s", line, col, detail)

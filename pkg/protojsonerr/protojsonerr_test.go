@@ -16,6 +16,8 @@ func TestDescribeNamesField(t *testing.T) {
 		{`{"name":"a","interval":5}`, `"interval"`},
 		{`{"name":"a","interval":"soon"}`, `"interval"`},
 		{`{"name":"a","bogus":true}`, `"bogus"`},
+		{`{"name":"a","http":{"url":"x","methd":"GET"}}`, `"http.methd"`},
+		{`{"name":"a","http":{"methd":"GET"}}`, `"http.methd"`},
 		{`{"http":{"url":"x","headers":{"a":1}}}`, `"http.headers.a"`},
 		{`{"exec":{"argv":["a",2]}}`, `"exec.argv[1]"`},
 		{"{\n  \"name\": \"a\",\n  \"tcp\": {\"address\": 7}\n}", `"tcp.address"`},
