@@ -133,8 +133,8 @@ func keys(ctx context.Context, kv jetstream.KeyValue, prefix string) ([]string, 
 }
 
 func newApp() *deployerv1.Application { return &deployerv1.Application{} }
-func newRev() *deployerv1.Revision     { return &deployerv1.Revision{} }
-func newRollout() *deployerv1.Rollout  { return &deployerv1.Rollout{} }
+func newRev() *deployerv1.Revision    { return &deployerv1.Revision{} }
+func newRollout() *deployerv1.Rollout { return &deployerv1.Rollout{} }
 
 // CreateApplication stores a new application; ErrExists when the name is taken.
 func (s *Store) CreateApplication(ctx context.Context, app *deployerv1.Application) (uint64, error) {
