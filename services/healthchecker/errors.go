@@ -2,10 +2,8 @@ package healthchecker
 
 import (
 	"errors"
-	"fmt"
-	"strings"
 
-	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"github.com/opsuite/opsuite/pkg/validation"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
@@ -19,37 +17,11 @@ var (
 	ErrNotTTL        = errors.New("target is not a TTL check")
 )
 
-// FieldError says which request field is wrong and why.
-type FieldError struct {
-	Field  string
-	Reason string
-}
-
-func (e *FieldError) Error() string { return e.Field + ": " + e.Reason }
-
-// ValidationError collects every field error of one request.
-type ValidationError struct {
-	Fields []*FieldError
-}
-
-func (e *ValidationError) Error() string {
-	parts := make([]string, len(e.Fields))
-	for i, f := range e.Fields {
-		parts[i] = f.Error()
-	}
-	return "invalid target: " + strings.Join(parts, "; ")
-}
-
-func (e *ValidationError) add(field, format string, args ...any) {
-	e.Fields = append(e.Fields, &FieldError{Field: field, Reason: fmt.Sprintf(format, args...)})
-}
-
-func (e *ValidationError) orNil() error {
-	if len(e.Fields) == 0 {
-		return nil
-	}
-	return e
-}
+// ValidationError and FieldError are the shared validation types.
+type (
+	ValidationError = validation.Error
+	FieldError      = validation.FieldError
+)
 
 // toStatus translates an error from the service into a gRPC status, once, at
 // the edge.
@@ -63,15 +35,7 @@ func toStatus(err error) error {
 	var ve *ValidationError
 	switch {
 	case errors.As(err, &ve):
-		st := status.New(codes.InvalidArgument, ve.Error())
-		br := &errdetails.BadRequest{}
-		for _, f := range ve.Fields {
-			br.FieldViolations = append(br.FieldViolations, &errdetails.BadRequest_FieldViolation{Field: f.Field, Description: f.Reason})
-		}
-		if withDetails, derr := st.WithDetails(br); derr == nil {
-			st = withDetails
-		}
-		return st.Err()
+		return ve.GRPCStatus().Err()
 	case errors.Is(err, ErrNotFound):
 		return status.Error(codes.NotFound, err.Error())
 	case errors.Is(err, ErrAlreadyExists):

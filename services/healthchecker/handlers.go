@@ -138,7 +138,7 @@ func (s *Service) UpdateTarget(ctx context.Context, req *hcv1.UpdateTargetReques
 
 func (s *Service) update(ctx context.Context, req *hcv1.UpdateTargetRequest) (*hcv1.Target, error) {
 	if req.GetTarget() == nil {
-		return nil, &ValidationError{Fields: []*FieldError{{Field: "target", Reason: "is required"}}}
+		return nil, &ValidationError{Subject: "target", Fields: []*FieldError{{Field: "target", Reason: "is required"}}}
 	}
 	old, err := s.lookup(req.GetTarget().GetName())
 	if err != nil {
@@ -150,12 +150,12 @@ func (s *Service) update(ctx context.Context, req *hcv1.UpdateTargetRequest) (*h
 	}
 	for _, p := range paths {
 		if !slices.Contains(settableFields, strings.SplitN(p, ".", 2)[0]) {
-			return nil, &ValidationError{Fields: []*FieldError{{Field: "update_mask", Reason: fmt.Sprintf("%q cannot be updated; settable: %s", p, strings.Join(settableFields, ", "))}}}
+			return nil, &ValidationError{Subject: "target", Fields: []*FieldError{{Field: "update_mask", Reason: fmt.Sprintf("%q cannot be updated; settable: %s", p, strings.Join(settableFields, ", "))}}}
 		}
 	}
 	spec := proto.CloneOf(old.spec)
 	if err := applyMask(spec.ProtoReflect(), req.GetTarget().ProtoReflect(), paths); err != nil {
-		return nil, &ValidationError{Fields: []*FieldError{{Field: "update_mask", Reason: err.Error()}}}
+		return nil, &ValidationError{Subject: "target", Fields: []*FieldError{{Field: "update_mask", Reason: err.Error()}}}
 	}
 	created := spec.GetCreateTime()
 	cc, err := normalize(spec)

@@ -15,6 +15,7 @@ import (
 	"github.com/distribution/reference"
 	deployerv1 "github.com/opsuite/opsuite/gen/opsuite/deployer/v1"
 	"github.com/opsuite/opsuite/pkg/protojsonerr"
+	"github.com/opsuite/opsuite/pkg/validation"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"sigs.k8s.io/yaml"
@@ -37,30 +38,11 @@ const (
 	maxRevisionHistory  = 1000
 )
 
-// FieldError says which field is wrong and why.
-type FieldError struct {
-	Field  string
-	Reason string
-}
-
-func (e *FieldError) Error() string { return e.Field + ": " + e.Reason }
-
-// ValidationError collects every problem of one application.
-type ValidationError struct {
-	Fields []*FieldError
-}
-
-func (e *ValidationError) Error() string {
-	parts := make([]string, len(e.Fields))
-	for i, f := range e.Fields {
-		parts[i] = f.Error()
-	}
-	return "invalid application: " + strings.Join(parts, "; ")
-}
-
-func (e *ValidationError) add(field, format string, args ...any) {
-	e.Fields = append(e.Fields, &FieldError{Field: field, Reason: fmt.Sprintf(format, args...)})
-}
+// ValidationError and FieldError are the shared validation types.
+type (
+	ValidationError = validation.Error
+	FieldError      = validation.FieldError
+)
 
 // ErrDecode marks a file that is not a well-formed application document.
 var ErrDecode = errors.New("cannot decode application file")
@@ -96,55 +78,52 @@ func checkName(ve *ValidationError, field, name string, required bool) {
 	switch {
 	case name == "" && !required:
 	case name == "":
-		ve.add(field, "is required")
+		ve.Add(field, "is required")
 	case len(name) > maxNameLen:
-		ve.add(field, "must be at most %d characters, got %d", maxNameLen, len(name))
+		ve.Add(field, "must be at most %d characters, got %d", maxNameLen, len(name))
 	case !dns1123Label.MatchString(name):
-		ve.add(field, "%q must be a DNS-1123 label: lower-case letters, digits and '-', starting and ending with a letter or digit", name)
+		ve.Add(field, "%q must be a DNS-1123 label: lower-case letters, digits and '-', starting and ending with a letter or digit", name)
 	}
 }
 
 // Validate reports every problem of app, each naming its field.
 func Validate(app *deployerv1.Application) error {
-	ve := &ValidationError{}
+	ve := validation.New("application")
 	if app == nil {
-		ve.add("application", "is required")
+		ve.Add("application", "is required")
 		return ve
 	}
 	checkName(ve, "name", app.GetName(), true)
 	if app.GetSpec() == nil {
-		ve.add("spec", "is required")
+		ve.Add("spec", "is required")
 	} else {
 		validateSpec(ve, "spec", app.GetSpec())
 	}
 	if len(app.GetEnvironments()) > maxEnvironments {
-		ve.add("environments", "at most %d environments", maxEnvironments)
+		ve.Add("environments", "at most %d environments", maxEnvironments)
 	}
 	seen := map[string]bool{}
 	for i, env := range app.GetEnvironments() {
 		f := fmt.Sprintf("environments[%d]", i)
 		checkName(ve, f+".name", env.GetName(), true)
 		if seen[env.GetName()] {
-			ve.add(f+".name", "%q is used twice", env.GetName())
+			ve.Add(f+".name", "%q is used twice", env.GetName())
 		}
 		seen[env.GetName()] = true
 		if req := env.GetRequiresEnvironment(); req != "" {
 			if req == env.GetName() {
-				ve.add(f+".requires_environment", "an environment cannot require itself")
+				ve.Add(f+".requires_environment", "an environment cannot require itself")
 			} else if !hasEnvironment(app, req) {
-				ve.add(f+".requires_environment", "no environment named %q", req)
+				ve.Add(f+".requires_environment", "no environment named %q", req)
 			}
 		}
 		if o := env.GetOverrides(); o != nil && o.Replicas != nil {
 			if r := o.GetReplicas(); r < 0 || r > MaxReplicas {
-				ve.add(f+".overrides.replicas", "must be 0-%d, got %d", MaxReplicas, r)
+				ve.Add(f+".overrides.replicas", "must be 0-%d, got %d", MaxReplicas, r)
 			}
 		}
 	}
-	if len(ve.Fields) > 0 {
-		return ve
-	}
-	return nil
+	return ve.Err()
 }
 
 func hasEnvironment(app *deployerv1.Application, name string) bool {
@@ -160,54 +139,54 @@ func validateSpec(ve *ValidationError, f string, s *deployerv1.ApplicationSpec) 
 	switch w := s.GetWorkload().(type) {
 	case *deployerv1.ApplicationSpec_Image:
 		if w.Image == "" {
-			ve.add(f+".image", "is required")
+			ve.Add(f+".image", "is required")
 		} else if _, err := reference.ParseNormalizedNamed(w.Image); err != nil {
-			ve.add(f+".image", "%q is not an image reference: %v", w.Image, err)
+			ve.Add(f+".image", "%q is not an image reference: %v", w.Image, err)
 		}
 	case *deployerv1.ApplicationSpec_Process:
 		argv := w.Process.GetArgv()
 		if len(argv) == 0 || argv[0] == "" {
-			ve.add(f+".process.argv", "is required: the program and its arguments (no shell)")
+			ve.Add(f+".process.argv", "is required: the program and its arguments (no shell)")
 		}
 		checkArgs(ve, f+".process.argv", argv)
 	case nil:
-		ve.add(f+".workload", "one of image or process is required")
+		ve.Add(f+".workload", "one of image or process is required")
 	}
 	checkArgs(ve, f+".command", s.GetCommand())
 	checkArgs(ve, f+".args", s.GetArgs())
 	if wd := s.GetWorkingDir(); wd != "" && !path.IsAbs(wd) {
-		ve.add(f+".working_dir", "%q must be an absolute path", wd)
+		ve.Add(f+".working_dir", "%q must be an absolute path", wd)
 	}
 	if len(s.GetEnv()) > maxEnv {
-		ve.add(f+".env", "at most %d variables", maxEnv)
+		ve.Add(f+".env", "at most %d variables", maxEnv)
 	}
 	envSeen := map[string]bool{}
 	for i, e := range s.GetEnv() {
 		ef := fmt.Sprintf("%s.env[%d].name", f, i)
 		switch {
 		case !envNameRe.MatchString(e.GetName()):
-			ve.add(ef, "%q is not a valid variable name", e.GetName())
+			ve.Add(ef, "%q is not a valid variable name", e.GetName())
 		case envSeen[e.GetName()]:
-			ve.add(ef, "%q is set twice", e.GetName())
+			ve.Add(ef, "%q is set twice", e.GetName())
 		}
 		envSeen[e.GetName()] = true
 		if strings.ContainsRune(e.GetValue(), 0) {
-			ve.add(fmt.Sprintf("%s.env[%d].value", f, i), "contains NUL")
+			ve.Add(fmt.Sprintf("%s.env[%d].value", f, i), "contains NUL")
 		}
 	}
 	portNames := validatePorts(ve, f, s.GetPorts())
 	validateVolumes(ve, f, s.GetVolumes())
 	if r := s.GetReplicas(); r < 0 || r > MaxReplicas {
-		ve.add(f+".replicas", "must be 0-%d, got %d", MaxReplicas, r)
+		ve.Add(f+".replicas", "must be 0-%d, got %d", MaxReplicas, r)
 	}
 	if res := s.GetResources(); res != nil {
 		if res.GetCpus() < 0 || res.GetCpus() > 1024 {
-			ve.add(f+".resources.cpus", "must be 0-1024, got %g", res.GetCpus())
+			ve.Add(f+".resources.cpus", "must be 0-1024, got %g", res.GetCpus())
 		}
 		if res.GetMemoryBytes() < 0 {
-			ve.add(f+".resources.memory_bytes", "must not be negative")
+			ve.Add(f+".resources.memory_bytes", "must not be negative")
 		} else if m := res.GetMemoryBytes(); m > 0 && m < 6<<20 {
-			ve.add(f+".resources.memory_bytes", "must be at least 6 MiB, got %d bytes", m)
+			ve.Add(f+".resources.memory_bytes", "must be at least 6 MiB, got %d bytes", m)
 		}
 	}
 	checkDuration(ve, f+".stop_grace_period", s.GetStopGracePeriod(), 0, time.Hour)
@@ -219,25 +198,25 @@ func validateSpec(ve *ValidationError, f string, s *deployerv1.ApplicationSpec) 
 	if a := s.GetAutoscaling(); a != nil {
 		af := f + ".autoscaling"
 		if a.GetMinReplicas() < 0 || a.GetMaxReplicas() > MaxReplicas || a.GetMinReplicas() > a.GetMaxReplicas() {
-			ve.add(af, "need 0 <= min_replicas <= max_replicas <= %d, got %d and %d", MaxReplicas, a.GetMinReplicas(), a.GetMaxReplicas())
+			ve.Add(af, "need 0 <= min_replicas <= max_replicas <= %d, got %d and %d", MaxReplicas, a.GetMinReplicas(), a.GetMaxReplicas())
 		}
 		if a.GetTolerance() < 0 || a.GetTolerance() >= 1 {
-			ve.add(af+".tolerance", "must be in [0, 1), got %g", a.GetTolerance())
+			ve.Add(af+".tolerance", "must be in [0, 1), got %g", a.GetTolerance())
 		}
 	}
 	if l := s.GetRevisionHistoryLimit(); l < 0 || l > maxRevisionHistory {
-		ve.add(f+".revision_history_limit", "must be 0-%d, got %d", maxRevisionHistory, l)
+		ve.Add(f+".revision_history_limit", "must be 0-%d, got %d", maxRevisionHistory, l)
 	}
 }
 
 func checkArgs(ve *ValidationError, f string, args []string) {
 	if len(args) > maxArgs {
-		ve.add(f, "at most %d arguments", maxArgs)
+		ve.Add(f, "at most %d arguments", maxArgs)
 		return
 	}
 	for i, a := range args {
 		if len(a) > maxArgLen || strings.ContainsRune(a, 0) {
-			ve.add(fmt.Sprintf("%s[%d]", f, i), "must be at most %d bytes without NUL", maxArgLen)
+			ve.Add(fmt.Sprintf("%s[%d]", f, i), "must be at most %d bytes without NUL", maxArgLen)
 		}
 	}
 }
@@ -248,18 +227,18 @@ func checkDuration(ve *ValidationError, f string, d *durationpb.Duration, lo, hi
 		return
 	}
 	if err := d.CheckValid(); err != nil {
-		ve.add(f, "invalid duration: %v", err)
+		ve.Add(f, "invalid duration: %v", err)
 		return
 	}
 	if v := d.AsDuration(); v < lo || v > hi {
-		ve.add(f, "must be between %s and %s, got %s", lo, hi, v)
+		ve.Add(f, "must be between %s and %s, got %s", lo, hi, v)
 	}
 }
 
 func validatePorts(ve *ValidationError, f string, ports []*deployerv1.Port) map[uint32]bool {
 	byPort := map[uint32]bool{}
 	if len(ports) > maxPorts {
-		ve.add(f+".ports", "at most %d ports", maxPorts)
+		ve.Add(f+".ports", "at most %d ports", maxPorts)
 		return byPort
 	}
 	names := map[string]bool{}
@@ -268,21 +247,21 @@ func validatePorts(ve *ValidationError, f string, ports []*deployerv1.Port) map[
 		if p.GetName() != "" {
 			checkName(ve, pf+".name", p.GetName(), false)
 			if names[p.GetName()] {
-				ve.add(pf+".name", "%q is used twice", p.GetName())
+				ve.Add(pf+".name", "%q is used twice", p.GetName())
 			}
 			names[p.GetName()] = true
 		}
 		if c := p.GetContainerPort(); c < 1 || c > 65535 {
-			ve.add(pf+".container_port", "must be 1-65535, got %d", c)
+			ve.Add(pf+".container_port", "must be 1-65535, got %d", c)
 		} else if byPort[c] {
-			ve.add(pf+".container_port", "%d is listed twice", c)
+			ve.Add(pf+".container_port", "%d is listed twice", c)
 		}
 		byPort[p.GetContainerPort()] = true
 		if h := p.GetHostPort(); h > 65535 {
-			ve.add(pf+".host_port", "must be 1-65535, got %d", h)
+			ve.Add(pf+".host_port", "must be 1-65535, got %d", h)
 		}
 		if n := p.GetEnvName(); n != "" && !envNameRe.MatchString(n) {
-			ve.add(pf+".env_name", "%q is not a valid variable name", n)
+			ve.Add(pf+".env_name", "%q is not a valid variable name", n)
 		}
 	}
 	return byPort
@@ -290,7 +269,7 @@ func validatePorts(ve *ValidationError, f string, ports []*deployerv1.Port) map[
 
 func validateVolumes(ve *ValidationError, f string, vols []*deployerv1.Volume) {
 	if len(vols) > maxVolumes {
-		ve.add(f+".volumes", "at most %d volumes", maxVolumes)
+		ve.Add(f+".volumes", "at most %d volumes", maxVolumes)
 		return
 	}
 	targets := map[string]bool{}
@@ -299,26 +278,26 @@ func validateVolumes(ve *ValidationError, f string, vols []*deployerv1.Volume) {
 		t := v.GetTarget()
 		switch {
 		case t == "" || !path.IsAbs(t):
-			ve.add(vf+".target", "%q must be an absolute path", t)
+			ve.Add(vf+".target", "%q must be an absolute path", t)
 		case targets[path.Clean(t)]:
-			ve.add(vf+".target", "%q is mounted twice", t)
+			ve.Add(vf+".target", "%q is mounted twice", t)
 		}
 		targets[path.Clean(t)] = true
 		switch src := v.GetSource().(type) {
 		case *deployerv1.Volume_HostPath:
 			if !path.IsAbs(src.HostPath) {
-				ve.add(vf+".host_path", "%q must be an absolute path", src.HostPath)
+				ve.Add(vf+".host_path", "%q must be an absolute path", src.HostPath)
 			}
 		case *deployerv1.Volume_NamedVolume:
 			if !volumeNameRe.MatchString(src.NamedVolume) {
-				ve.add(vf+".named_volume", "%q is not a volume name", src.NamedVolume)
+				ve.Add(vf+".named_volume", "%q is not a volume name", src.NamedVolume)
 			}
 		case *deployerv1.Volume_Tmpfs:
 			if src.Tmpfs.GetSizeBytes() < 0 {
-				ve.add(vf+".tmpfs.size_bytes", "must not be negative")
+				ve.Add(vf+".tmpfs.size_bytes", "must not be negative")
 			}
 		case nil:
-			ve.add(vf+".source", "one of host_path, named_volume or tmpfs is required")
+			ve.Add(vf+".source", "one of host_path, named_volume or tmpfs is required")
 		}
 	}
 }
@@ -331,22 +310,22 @@ func validateHealthCheck(ve *ValidationError, f string, h *deployerv1.HealthChec
 		switch {
 		case p == 0 && len(ports) == 1:
 		case p == 0:
-			ve.add(field, "is required when the spec does not have exactly one port")
+			ve.Add(field, "is required when the spec does not have exactly one port")
 		case p > 65535:
-			ve.add(field, "must be 1-65535, got %d", p)
+			ve.Add(field, "must be 1-65535, got %d", p)
 		case !ports[p]:
-			ve.add(field, "%d is not one of the spec's container ports", p)
+			ve.Add(field, "%d is not one of the spec's container ports", p)
 		}
 	}
 	switch p := h.GetProbe().(type) {
 	case *deployerv1.HealthCheck_Http:
 		if pth := p.Http.GetPath(); pth != "" && !strings.HasPrefix(pth, "/") {
-			ve.add(f+".http.path", "%q must start with /", pth)
+			ve.Add(f+".http.path", "%q must start with /", pth)
 		}
 		checkPort(f+".http.port", p.Http.GetPort())
 		for i, s := range p.Http.GetExpectedStatuses() {
 			if s < 100 || s > 599 {
-				ve.add(fmt.Sprintf("%s.http.expected_statuses[%d]", f, i), "must be 100-599, got %d", s)
+				ve.Add(fmt.Sprintf("%s.http.expected_statuses[%d]", f, i), "must be 100-599, got %d", s)
 			}
 		}
 	case *deployerv1.HealthCheck_Tcp:
@@ -355,23 +334,23 @@ func validateHealthCheck(ve *ValidationError, f string, h *deployerv1.HealthChec
 		checkPort(f+".grpc.port", p.Grpc.GetPort())
 	case *deployerv1.HealthCheck_Exec:
 		if len(p.Exec.GetArgv()) == 0 || p.Exec.GetArgv()[0] == "" {
-			ve.add(f+".exec.argv", "is required")
+			ve.Add(f+".exec.argv", "is required")
 		}
 		checkArgs(ve, f+".exec.argv", p.Exec.GetArgv())
 	case nil:
-		ve.add(f, "one of http, tcp, grpc or exec is required")
+		ve.Add(f, "one of http, tcp, grpc or exec is required")
 	}
 	checkDuration(ve, f+".interval", h.GetInterval(), 100*time.Millisecond, time.Hour)
 	checkDuration(ve, f+".timeout", h.GetTimeout(), time.Millisecond, time.Hour)
 	checkDuration(ve, f+".initial_delay", h.GetInitialDelay(), 0, time.Hour)
 	if h.GetInterval() != nil && h.GetTimeout() != nil && h.GetTimeout().AsDuration() > h.GetInterval().AsDuration() {
-		ve.add(f+".timeout", "must be at most the interval")
+		ve.Add(f+".timeout", "must be at most the interval")
 	}
 	if h.GetFailureThreshold() > 100 {
-		ve.add(f+".failure_threshold", "must be at most 100")
+		ve.Add(f+".failure_threshold", "must be at most 100")
 	}
 	if h.GetSuccessThreshold() > 100 {
-		ve.add(f+".success_threshold", "must be at most 100")
+		ve.Add(f+".success_threshold", "must be at most 100")
 	}
 }
 
@@ -384,21 +363,21 @@ func validateStrategy(ve *ValidationError, f string, s *deployerv1.Strategy, rep
 		surge := quantity(ve, f+".rolling.max_surge", k.Rolling.GetMaxSurge(), replicas)
 		unavail := quantity(ve, f+".rolling.max_unavailable", k.Rolling.GetMaxUnavailable(), replicas)
 		if k.Rolling.GetMaxSurge() != nil && k.Rolling.GetMaxUnavailable() != nil && surge == 0 && unavail == 0 {
-			ve.add(f+".rolling", "max_surge and max_unavailable cannot both be 0: the rollout could never progress")
+			ve.Add(f+".rolling", "max_surge and max_unavailable cannot both be 0: the rollout could never progress")
 		}
 	case *deployerv1.Strategy_BlueGreen:
 		checkDuration(ve, f+".blue_green.auto_promote_delay", k.BlueGreen.GetAutoPromoteDelay(), 0, 24*time.Hour)
 		checkDuration(ve, f+".blue_green.scale_down_delay", k.BlueGreen.GetScaleDownDelay(), 0, 24*time.Hour)
 		if k.BlueGreen.GetAutoPromoteDelay() != nil && !k.BlueGreen.GetAutoPromote() {
-			ve.add(f+".blue_green.auto_promote_delay", "is set but auto_promote is false")
+			ve.Add(f+".blue_green.auto_promote_delay", "is set but auto_promote is false")
 		}
 	case *deployerv1.Strategy_Canary:
 		steps := k.Canary.GetSteps()
 		if len(steps) == 0 {
-			ve.add(f+".canary.steps", "at least one step is required")
+			ve.Add(f+".canary.steps", "at least one step is required")
 		}
 		if len(steps) > maxCanarySteps {
-			ve.add(f+".canary.steps", "at most %d steps", maxCanarySteps)
+			ve.Add(f+".canary.steps", "at most %d steps", maxCanarySteps)
 		}
 		last := int32(0)
 		for i, st := range steps {
@@ -408,19 +387,19 @@ func validateStrategy(ve *ValidationError, f string, s *deployerv1.Strategy, rep
 				w := x.SetWeight.GetWeight()
 				switch {
 				case w < 0 || w > 100:
-					ve.add(sf+".set_weight.weight", "must be 0-100, got %d", w)
+					ve.Add(sf+".set_weight.weight", "must be 0-100, got %d", w)
 				case w < last:
-					ve.add(sf+".set_weight.weight", "%d is lower than the previous weight %d; to go back, abort", w, last)
+					ve.Add(sf+".set_weight.weight", "%d is lower than the previous weight %d; to go back, abort", w, last)
 				}
 				last = w
 			case *deployerv1.CanaryStep_Pause:
 				checkDuration(ve, sf+".pause.duration", x.Pause.GetDuration(), 0, 7*24*time.Hour)
 			case *deployerv1.CanaryStep_Analysis:
 				if len(x.Analysis.GetAnalysis().GetMetrics()) == 0 {
-					ve.add(sf+".analysis.analysis.metrics", "at least one metric is required")
+					ve.Add(sf+".analysis.analysis.metrics", "at least one metric is required")
 				}
 			case nil:
-				ve.add(sf, "one of set_weight, pause or analysis is required")
+				ve.Add(sf, "one of set_weight, pause or analysis is required")
 			}
 		}
 	case *deployerv1.Strategy_Recreate, nil:
@@ -432,12 +411,12 @@ func quantity(ve *ValidationError, f string, q *deployerv1.ReplicaQuantity, repl
 	switch v := q.GetValue().(type) {
 	case *deployerv1.ReplicaQuantity_Count:
 		if v.Count < 0 || v.Count > MaxReplicas {
-			ve.add(f+".count", "must be 0-%d, got %d", MaxReplicas, v.Count)
+			ve.Add(f+".count", "must be 0-%d, got %d", MaxReplicas, v.Count)
 		}
 		return v.Count
 	case *deployerv1.ReplicaQuantity_Percent:
 		if v.Percent < 0 || v.Percent > 100 {
-			ve.add(f+".percent", "must be 0-100, got %d", v.Percent)
+			ve.Add(f+".percent", "must be 0-100, got %d", v.Percent)
 			return 0
 		}
 		return (replicas*v.Percent + 99) / 100
