@@ -13,7 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	eventsv1 "github.com/opsuite/opsuite/gen/opsuite/events/v1"
 	"github.com/opsuite/opsuite/pkg/eventbus"
-	"github.com/opsuite/opsuite/pkg/natsembed"
+	"github.com/opsuite/opsuite/pkg/natsembed/natstest"
 	"go.opentelemetry.io/otel/propagation"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/trace"
@@ -27,16 +27,7 @@ func TestMain(m *testing.M) {
 // newBus starts a real embedded NATS server and returns a bus on it.
 func newBus(t *testing.T, source string) (*eventbus.Bus, *nats.Conn) {
 	t.Helper()
-	srv, err := natsembed.Start(natsembed.Config{DataDir: t.TempDir()}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Shutdown)
-	nc, err := srv.Connect("test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
+	nc := natstest.Start(t, "").Conn
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	bus, err := eventbus.New(ctx, nc, eventbus.Config{Source: source}, nil)

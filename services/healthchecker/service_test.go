@@ -13,7 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	hcv1 "github.com/opsuite/opsuite/gen/opsuite/healthchecker/v1"
 	"github.com/opsuite/opsuite/pkg/eventbus"
-	"github.com/opsuite/opsuite/pkg/natsembed"
+	"github.com/opsuite/opsuite/pkg/natsembed/natstest"
 	"github.com/opsuite/opsuite/services/healthchecker"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -33,20 +33,8 @@ type env struct {
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
-	srv, err := natsembed.Start(natsembed.Config{DataDir: t.TempDir()}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Shutdown)
-	nc, err := srv.Connect("test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	srv := natstest.Start(t, "")
+	nc, js := srv.Conn, srv.JetStream
 	bus, err := eventbus.New(t.Context(), nc, eventbus.Config{Source: "test"}, nil)
 	if err != nil {
 		t.Fatal(err)

@@ -7,9 +7,8 @@ import (
 	"sync/atomic"
 	"testing"
 
-	"github.com/nats-io/nats.go/jetstream"
 	deployerv1 "github.com/opsuite/opsuite/gen/opsuite/deployer/v1"
-	"github.com/opsuite/opsuite/pkg/natsembed"
+	"github.com/opsuite/opsuite/pkg/natsembed/natstest"
 	"github.com/opsuite/opsuite/services/deployer/internal/store"
 	"go.uber.org/goleak"
 )
@@ -19,27 +18,12 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 // open starts a real embedded NATS in dir and opens the store on it.
 func open(t *testing.T, dir string) (*store.Store, func()) {
 	t.Helper()
-	srv, err := natsembed.Start(natsembed.Config{DataDir: dir}, nil)
+	srv := natstest.Start(t, dir)
+	s, err := store.Open(context.Background(), srv.JetStream, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
-	nc, err := srv.Connect("test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := store.Open(context.Background(), js, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	stop := func() {
-		nc.Close()
-		srv.Shutdown()
-	}
-	return s, stop
+	return s, srv.Stop
 }
 
 func TestApplicationsSurviveRestartAndConflictsAreCaught(t *testing.T) {
