@@ -5332,9 +5332,12 @@ type RolloutStep struct {
 	// Analysis steps: the measurements.
 	Analysis *AnalysisStatus `protobuf:"bytes,8,opt,name=analysis,proto3" json:"analysis,omitempty"`
 	// Why it failed or was skipped.
-	Message       string                 `protobuf:"bytes,9,opt,name=message,proto3" json:"message,omitempty"`
-	StartTime     *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=start_time,json=startTime,proto3" json:"start_time,omitempty"`
-	EndTime       *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=end_time,json=endTime,proto3" json:"end_time,omitempty"`
+	Message   string                 `protobuf:"bytes,9,opt,name=message,proto3" json:"message,omitempty"`
+	StartTime *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=start_time,json=startTime,proto3" json:"start_time,omitempty"`
+	EndTime   *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=end_time,json=endTime,proto3" json:"end_time,omitempty"`
+	// Pause steps: how long, counted from start_time; unset waits until
+	// promoted.
+	PauseDuration *durationpb.Duration `protobuf:"bytes,12,opt,name=pause_duration,json=pauseDuration,proto3" json:"pause_duration,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -5442,6 +5445,13 @@ func (x *RolloutStep) GetStartTime() *timestamppb.Timestamp {
 func (x *RolloutStep) GetEndTime() *timestamppb.Timestamp {
 	if x != nil {
 		return x.EndTime
+	}
+	return nil
+}
+
+func (x *RolloutStep) GetPauseDuration() *durationpb.Duration {
+	if x != nil {
+		return x.PauseDuration
 	}
 	return nil
 }
@@ -10557,7 +10567,7 @@ const file_opsuite_deployer_v1_deployer_proto_rawDesc = "" +
 	"\x0ephase_deadline\x18  \x01(\v2\x1a.google.protobuf.TimestampR\rphaseDeadline\x12?\n" +
 	"\x0etime_to_stable\x18! \x01(\v2\x19.google.protobuf.DurationR\ftimeToStable\x12;\n" +
 	"\vupdate_time\x18\" \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"updateTime\"\xd9\x03\n" +
+	"updateTime\"\x9b\x04\n" +
 	"\vRolloutStep\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\x05R\x05index\x121\n" +
 	"\x04kind\x18\x02 \x01(\x0e2\x1d.opsuite.deployer.v1.StepKindR\x04kind\x12 \n" +
@@ -10571,7 +10581,8 @@ const file_opsuite_deployer_v1_deployer_proto_rawDesc = "" +
 	"\n" +
 	"start_time\x18\n" +
 	" \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\x125\n" +
-	"\bend_time\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\aendTime\"\xae\x01\n" +
+	"\bend_time\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\aendTime\x12@\n" +
+	"\x0epause_duration\x18\f \x01(\v2\x19.google.protobuf.DurationR\rpauseDuration\"\xae\x01\n" +
 	"\x0eAnalysisStatus\x124\n" +
 	"\x05state\x18\x01 \x01(\x0e2\x1e.opsuite.deployer.v1.StepStateR\x05state\x12L\n" +
 	"\fmeasurements\x18\x02 \x03(\v2(.opsuite.deployer.v1.AnalysisMeasurementR\fmeasurements\x12\x18\n" +
@@ -11392,149 +11403,150 @@ var file_opsuite_deployer_v1_deployer_proto_depIdxs = []int32{
 	65,  // 119: opsuite.deployer.v1.RolloutStep.analysis:type_name -> opsuite.deployer.v1.AnalysisStatus
 	145, // 120: opsuite.deployer.v1.RolloutStep.start_time:type_name -> google.protobuf.Timestamp
 	145, // 121: opsuite.deployer.v1.RolloutStep.end_time:type_name -> google.protobuf.Timestamp
-	16,  // 122: opsuite.deployer.v1.AnalysisStatus.state:type_name -> opsuite.deployer.v1.StepState
-	66,  // 123: opsuite.deployer.v1.AnalysisStatus.measurements:type_name -> opsuite.deployer.v1.AnalysisMeasurement
-	17,  // 124: opsuite.deployer.v1.AnalysisMeasurement.outcome:type_name -> opsuite.deployer.v1.MeasurementOutcome
-	145, // 125: opsuite.deployer.v1.AnalysisMeasurement.time:type_name -> google.protobuf.Timestamp
-	68,  // 126: opsuite.deployer.v1.DeployPlan.changes:type_name -> opsuite.deployer.v1.SpecChange
-	38,  // 127: opsuite.deployer.v1.DeployPlan.strategy:type_name -> opsuite.deployer.v1.Strategy
-	69,  // 128: opsuite.deployer.v1.DeployPlan.steps:type_name -> opsuite.deployer.v1.PlannedStep
-	146, // 129: opsuite.deployer.v1.DeployPlan.expected_duration:type_name -> google.protobuf.Duration
-	23,  // 130: opsuite.deployer.v1.DeployPlan.effective_spec:type_name -> opsuite.deployer.v1.ApplicationSpec
-	15,  // 131: opsuite.deployer.v1.PlannedStep.kind:type_name -> opsuite.deployer.v1.StepKind
-	146, // 132: opsuite.deployer.v1.PlannedStep.expected_duration:type_name -> google.protobuf.Duration
-	9,   // 133: opsuite.deployer.v1.Replica.driver:type_name -> opsuite.deployer.v1.DriverKind
-	18,  // 134: opsuite.deployer.v1.Replica.state:type_name -> opsuite.deployer.v1.ReplicaState
-	3,   // 135: opsuite.deployer.v1.Replica.health:type_name -> opsuite.deployer.v1.HealthState
-	71,  // 136: opsuite.deployer.v1.Replica.ports:type_name -> opsuite.deployer.v1.PortBinding
-	19,  // 137: opsuite.deployer.v1.Replica.stop_reason:type_name -> opsuite.deployer.v1.ReplicaStopReason
-	145, // 138: opsuite.deployer.v1.Replica.create_time:type_name -> google.protobuf.Timestamp
-	145, // 139: opsuite.deployer.v1.Replica.start_time:type_name -> google.protobuf.Timestamp
-	145, // 140: opsuite.deployer.v1.Replica.stop_time:type_name -> google.protobuf.Timestamp
-	72,  // 141: opsuite.deployer.v1.Replica.docker:type_name -> opsuite.deployer.v1.DockerReplicaStatus
-	73,  // 142: opsuite.deployer.v1.Replica.process:type_name -> opsuite.deployer.v1.ProcessReplicaStatus
-	74,  // 143: opsuite.deployer.v1.Replica.kubernetes:type_name -> opsuite.deployer.v1.KubernetesPodStatus
-	0,   // 144: opsuite.deployer.v1.PortBinding.protocol:type_name -> opsuite.deployer.v1.PortProtocol
-	76,  // 145: opsuite.deployer.v1.ComposeProject.services:type_name -> opsuite.deployer.v1.ComposeService
-	145, // 146: opsuite.deployer.v1.ComposeProject.create_time:type_name -> google.protobuf.Timestamp
-	28,  // 147: opsuite.deployer.v1.Container.env:type_name -> opsuite.deployer.v1.EnvVar
-	29,  // 148: opsuite.deployer.v1.Container.ports:type_name -> opsuite.deployer.v1.Port
-	30,  // 149: opsuite.deployer.v1.Container.volumes:type_name -> opsuite.deployer.v1.Volume
-	143, // 150: opsuite.deployer.v1.Container.labels:type_name -> opsuite.deployer.v1.Container.LabelsEntry
-	1,   // 151: opsuite.deployer.v1.Container.restart_policy:type_name -> opsuite.deployer.v1.RestartPolicy
-	32,  // 152: opsuite.deployer.v1.Container.resources:type_name -> opsuite.deployer.v1.Resources
-	78,  // 153: opsuite.deployer.v1.Container.status:type_name -> opsuite.deployer.v1.ContainerStatus
-	145, // 154: opsuite.deployer.v1.Container.create_time:type_name -> google.protobuf.Timestamp
-	20,  // 155: opsuite.deployer.v1.ContainerStatus.state:type_name -> opsuite.deployer.v1.ContainerState
-	71,  // 156: opsuite.deployer.v1.ContainerStatus.ports:type_name -> opsuite.deployer.v1.PortBinding
-	145, // 157: opsuite.deployer.v1.ContainerStatus.start_time:type_name -> google.protobuf.Timestamp
-	145, // 158: opsuite.deployer.v1.ContainerStatus.finish_time:type_name -> google.protobuf.Timestamp
-	21,  // 159: opsuite.deployer.v1.LogLine.stream:type_name -> opsuite.deployer.v1.LogStream
-	145, // 160: opsuite.deployer.v1.LogLine.time:type_name -> google.protobuf.Timestamp
-	22,  // 161: opsuite.deployer.v1.CreateApplicationRequest.application:type_name -> opsuite.deployer.v1.Application
-	22,  // 162: opsuite.deployer.v1.CreateApplicationResponse.application:type_name -> opsuite.deployer.v1.Application
-	22,  // 163: opsuite.deployer.v1.GetApplicationResponse.application:type_name -> opsuite.deployer.v1.Application
-	22,  // 164: opsuite.deployer.v1.ListApplicationsResponse.applications:type_name -> opsuite.deployer.v1.Application
-	22,  // 165: opsuite.deployer.v1.UpdateApplicationRequest.application:type_name -> opsuite.deployer.v1.Application
-	147, // 166: opsuite.deployer.v1.UpdateApplicationRequest.update_mask:type_name -> google.protobuf.FieldMask
-	22,  // 167: opsuite.deployer.v1.UpdateApplicationResponse.application:type_name -> opsuite.deployer.v1.Application
-	23,  // 168: opsuite.deployer.v1.PlanDeployRequest.spec:type_name -> opsuite.deployer.v1.ApplicationSpec
-	38,  // 169: opsuite.deployer.v1.PlanDeployRequest.strategy:type_name -> opsuite.deployer.v1.Strategy
-	67,  // 170: opsuite.deployer.v1.PlanDeployResponse.plan:type_name -> opsuite.deployer.v1.DeployPlan
-	23,  // 171: opsuite.deployer.v1.DeployRequest.spec:type_name -> opsuite.deployer.v1.ApplicationSpec
-	38,  // 172: opsuite.deployer.v1.DeployRequest.strategy:type_name -> opsuite.deployer.v1.Strategy
-	63,  // 173: opsuite.deployer.v1.DeployResponse.rollout:type_name -> opsuite.deployer.v1.Rollout
-	61,  // 174: opsuite.deployer.v1.DeployResponse.revision:type_name -> opsuite.deployer.v1.Revision
-	63,  // 175: opsuite.deployer.v1.PromoteResponse.rollout:type_name -> opsuite.deployer.v1.Rollout
-	63,  // 176: opsuite.deployer.v1.PauseResponse.rollout:type_name -> opsuite.deployer.v1.Rollout
-	63,  // 177: opsuite.deployer.v1.ResumeResponse.rollout:type_name -> opsuite.deployer.v1.Rollout
-	63,  // 178: opsuite.deployer.v1.AbortResponse.rollout:type_name -> opsuite.deployer.v1.Rollout
-	63,  // 179: opsuite.deployer.v1.RollbackResponse.rollout:type_name -> opsuite.deployer.v1.Rollout
-	22,  // 180: opsuite.deployer.v1.ScaleResponse.application:type_name -> opsuite.deployer.v1.Application
-	63,  // 181: opsuite.deployer.v1.GetRolloutResponse.rollout:type_name -> opsuite.deployer.v1.Rollout
-	12,  // 182: opsuite.deployer.v1.ListRolloutsRequest.phases:type_name -> opsuite.deployer.v1.RolloutPhase
-	63,  // 183: opsuite.deployer.v1.ListRolloutsResponse.rollouts:type_name -> opsuite.deployer.v1.Rollout
-	63,  // 184: opsuite.deployer.v1.WatchRolloutResponse.rollout:type_name -> opsuite.deployer.v1.Rollout
-	61,  // 185: opsuite.deployer.v1.GetRevisionResponse.revision:type_name -> opsuite.deployer.v1.Revision
-	61,  // 186: opsuite.deployer.v1.ListRevisionsResponse.revisions:type_name -> opsuite.deployer.v1.Revision
-	70,  // 187: opsuite.deployer.v1.ListReplicasResponse.replicas:type_name -> opsuite.deployer.v1.Replica
-	144, // 188: opsuite.deployer.v1.ImportComposeRequest.variables:type_name -> opsuite.deployer.v1.ImportComposeRequest.VariablesEntry
-	56,  // 189: opsuite.deployer.v1.ImportComposeRequest.driver:type_name -> opsuite.deployer.v1.DriverConfig
-	38,  // 190: opsuite.deployer.v1.ImportComposeRequest.strategy:type_name -> opsuite.deployer.v1.Strategy
-	75,  // 191: opsuite.deployer.v1.ImportComposeResponse.project:type_name -> opsuite.deployer.v1.ComposeProject
-	22,  // 192: opsuite.deployer.v1.ImportComposeResponse.applications:type_name -> opsuite.deployer.v1.Application
-	63,  // 193: opsuite.deployer.v1.ImportComposeResponse.rollouts:type_name -> opsuite.deployer.v1.Rollout
-	77,  // 194: opsuite.deployer.v1.CreateContainerRequest.container:type_name -> opsuite.deployer.v1.Container
-	77,  // 195: opsuite.deployer.v1.CreateContainerResponse.container:type_name -> opsuite.deployer.v1.Container
-	77,  // 196: opsuite.deployer.v1.StartContainerResponse.container:type_name -> opsuite.deployer.v1.Container
-	146, // 197: opsuite.deployer.v1.StopContainerRequest.timeout:type_name -> google.protobuf.Duration
-	77,  // 198: opsuite.deployer.v1.StopContainerResponse.container:type_name -> opsuite.deployer.v1.Container
-	77,  // 199: opsuite.deployer.v1.GetContainerResponse.container:type_name -> opsuite.deployer.v1.Container
-	77,  // 200: opsuite.deployer.v1.ListContainersResponse.containers:type_name -> opsuite.deployer.v1.Container
-	145, // 201: opsuite.deployer.v1.GetContainerLogsRequest.since:type_name -> google.protobuf.Timestamp
-	21,  // 202: opsuite.deployer.v1.GetContainerLogsRequest.stream:type_name -> opsuite.deployer.v1.LogStream
-	79,  // 203: opsuite.deployer.v1.GetContainerLogsResponse.lines:type_name -> opsuite.deployer.v1.LogLine
-	80,  // 204: opsuite.deployer.v1.DeployerService.CreateApplication:input_type -> opsuite.deployer.v1.CreateApplicationRequest
-	82,  // 205: opsuite.deployer.v1.DeployerService.GetApplication:input_type -> opsuite.deployer.v1.GetApplicationRequest
-	84,  // 206: opsuite.deployer.v1.DeployerService.ListApplications:input_type -> opsuite.deployer.v1.ListApplicationsRequest
-	86,  // 207: opsuite.deployer.v1.DeployerService.UpdateApplication:input_type -> opsuite.deployer.v1.UpdateApplicationRequest
-	88,  // 208: opsuite.deployer.v1.DeployerService.DeleteApplication:input_type -> opsuite.deployer.v1.DeleteApplicationRequest
-	90,  // 209: opsuite.deployer.v1.DeployerService.PlanDeploy:input_type -> opsuite.deployer.v1.PlanDeployRequest
-	92,  // 210: opsuite.deployer.v1.DeployerService.Deploy:input_type -> opsuite.deployer.v1.DeployRequest
-	94,  // 211: opsuite.deployer.v1.DeployerService.Promote:input_type -> opsuite.deployer.v1.PromoteRequest
-	96,  // 212: opsuite.deployer.v1.DeployerService.Pause:input_type -> opsuite.deployer.v1.PauseRequest
-	98,  // 213: opsuite.deployer.v1.DeployerService.Resume:input_type -> opsuite.deployer.v1.ResumeRequest
-	100, // 214: opsuite.deployer.v1.DeployerService.Abort:input_type -> opsuite.deployer.v1.AbortRequest
-	102, // 215: opsuite.deployer.v1.DeployerService.Rollback:input_type -> opsuite.deployer.v1.RollbackRequest
-	104, // 216: opsuite.deployer.v1.DeployerService.Scale:input_type -> opsuite.deployer.v1.ScaleRequest
-	106, // 217: opsuite.deployer.v1.DeployerService.GetRollout:input_type -> opsuite.deployer.v1.GetRolloutRequest
-	108, // 218: opsuite.deployer.v1.DeployerService.ListRollouts:input_type -> opsuite.deployer.v1.ListRolloutsRequest
-	110, // 219: opsuite.deployer.v1.DeployerService.WatchRollout:input_type -> opsuite.deployer.v1.WatchRolloutRequest
-	112, // 220: opsuite.deployer.v1.DeployerService.GetRevision:input_type -> opsuite.deployer.v1.GetRevisionRequest
-	114, // 221: opsuite.deployer.v1.DeployerService.ListRevisions:input_type -> opsuite.deployer.v1.ListRevisionsRequest
-	116, // 222: opsuite.deployer.v1.DeployerService.ListReplicas:input_type -> opsuite.deployer.v1.ListReplicasRequest
-	118, // 223: opsuite.deployer.v1.DeployerService.ImportCompose:input_type -> opsuite.deployer.v1.ImportComposeRequest
-	120, // 224: opsuite.deployer.v1.DeployerService.StopCompose:input_type -> opsuite.deployer.v1.StopComposeRequest
-	122, // 225: opsuite.deployer.v1.DeployerService.CreateContainer:input_type -> opsuite.deployer.v1.CreateContainerRequest
-	124, // 226: opsuite.deployer.v1.DeployerService.StartContainer:input_type -> opsuite.deployer.v1.StartContainerRequest
-	126, // 227: opsuite.deployer.v1.DeployerService.StopContainer:input_type -> opsuite.deployer.v1.StopContainerRequest
-	128, // 228: opsuite.deployer.v1.DeployerService.RemoveContainer:input_type -> opsuite.deployer.v1.RemoveContainerRequest
-	130, // 229: opsuite.deployer.v1.DeployerService.GetContainer:input_type -> opsuite.deployer.v1.GetContainerRequest
-	132, // 230: opsuite.deployer.v1.DeployerService.ListContainers:input_type -> opsuite.deployer.v1.ListContainersRequest
-	134, // 231: opsuite.deployer.v1.DeployerService.GetContainerLogs:input_type -> opsuite.deployer.v1.GetContainerLogsRequest
-	81,  // 232: opsuite.deployer.v1.DeployerService.CreateApplication:output_type -> opsuite.deployer.v1.CreateApplicationResponse
-	83,  // 233: opsuite.deployer.v1.DeployerService.GetApplication:output_type -> opsuite.deployer.v1.GetApplicationResponse
-	85,  // 234: opsuite.deployer.v1.DeployerService.ListApplications:output_type -> opsuite.deployer.v1.ListApplicationsResponse
-	87,  // 235: opsuite.deployer.v1.DeployerService.UpdateApplication:output_type -> opsuite.deployer.v1.UpdateApplicationResponse
-	89,  // 236: opsuite.deployer.v1.DeployerService.DeleteApplication:output_type -> opsuite.deployer.v1.DeleteApplicationResponse
-	91,  // 237: opsuite.deployer.v1.DeployerService.PlanDeploy:output_type -> opsuite.deployer.v1.PlanDeployResponse
-	93,  // 238: opsuite.deployer.v1.DeployerService.Deploy:output_type -> opsuite.deployer.v1.DeployResponse
-	95,  // 239: opsuite.deployer.v1.DeployerService.Promote:output_type -> opsuite.deployer.v1.PromoteResponse
-	97,  // 240: opsuite.deployer.v1.DeployerService.Pause:output_type -> opsuite.deployer.v1.PauseResponse
-	99,  // 241: opsuite.deployer.v1.DeployerService.Resume:output_type -> opsuite.deployer.v1.ResumeResponse
-	101, // 242: opsuite.deployer.v1.DeployerService.Abort:output_type -> opsuite.deployer.v1.AbortResponse
-	103, // 243: opsuite.deployer.v1.DeployerService.Rollback:output_type -> opsuite.deployer.v1.RollbackResponse
-	105, // 244: opsuite.deployer.v1.DeployerService.Scale:output_type -> opsuite.deployer.v1.ScaleResponse
-	107, // 245: opsuite.deployer.v1.DeployerService.GetRollout:output_type -> opsuite.deployer.v1.GetRolloutResponse
-	109, // 246: opsuite.deployer.v1.DeployerService.ListRollouts:output_type -> opsuite.deployer.v1.ListRolloutsResponse
-	111, // 247: opsuite.deployer.v1.DeployerService.WatchRollout:output_type -> opsuite.deployer.v1.WatchRolloutResponse
-	113, // 248: opsuite.deployer.v1.DeployerService.GetRevision:output_type -> opsuite.deployer.v1.GetRevisionResponse
-	115, // 249: opsuite.deployer.v1.DeployerService.ListRevisions:output_type -> opsuite.deployer.v1.ListRevisionsResponse
-	117, // 250: opsuite.deployer.v1.DeployerService.ListReplicas:output_type -> opsuite.deployer.v1.ListReplicasResponse
-	119, // 251: opsuite.deployer.v1.DeployerService.ImportCompose:output_type -> opsuite.deployer.v1.ImportComposeResponse
-	121, // 252: opsuite.deployer.v1.DeployerService.StopCompose:output_type -> opsuite.deployer.v1.StopComposeResponse
-	123, // 253: opsuite.deployer.v1.DeployerService.CreateContainer:output_type -> opsuite.deployer.v1.CreateContainerResponse
-	125, // 254: opsuite.deployer.v1.DeployerService.StartContainer:output_type -> opsuite.deployer.v1.StartContainerResponse
-	127, // 255: opsuite.deployer.v1.DeployerService.StopContainer:output_type -> opsuite.deployer.v1.StopContainerResponse
-	129, // 256: opsuite.deployer.v1.DeployerService.RemoveContainer:output_type -> opsuite.deployer.v1.RemoveContainerResponse
-	131, // 257: opsuite.deployer.v1.DeployerService.GetContainer:output_type -> opsuite.deployer.v1.GetContainerResponse
-	133, // 258: opsuite.deployer.v1.DeployerService.ListContainers:output_type -> opsuite.deployer.v1.ListContainersResponse
-	135, // 259: opsuite.deployer.v1.DeployerService.GetContainerLogs:output_type -> opsuite.deployer.v1.GetContainerLogsResponse
-	232, // [232:260] is the sub-list for method output_type
-	204, // [204:232] is the sub-list for method input_type
-	204, // [204:204] is the sub-list for extension type_name
-	204, // [204:204] is the sub-list for extension extendee
-	0,   // [0:204] is the sub-list for field type_name
+	146, // 122: opsuite.deployer.v1.RolloutStep.pause_duration:type_name -> google.protobuf.Duration
+	16,  // 123: opsuite.deployer.v1.AnalysisStatus.state:type_name -> opsuite.deployer.v1.StepState
+	66,  // 124: opsuite.deployer.v1.AnalysisStatus.measurements:type_name -> opsuite.deployer.v1.AnalysisMeasurement
+	17,  // 125: opsuite.deployer.v1.AnalysisMeasurement.outcome:type_name -> opsuite.deployer.v1.MeasurementOutcome
+	145, // 126: opsuite.deployer.v1.AnalysisMeasurement.time:type_name -> google.protobuf.Timestamp
+	68,  // 127: opsuite.deployer.v1.DeployPlan.changes:type_name -> opsuite.deployer.v1.SpecChange
+	38,  // 128: opsuite.deployer.v1.DeployPlan.strategy:type_name -> opsuite.deployer.v1.Strategy
+	69,  // 129: opsuite.deployer.v1.DeployPlan.steps:type_name -> opsuite.deployer.v1.PlannedStep
+	146, // 130: opsuite.deployer.v1.DeployPlan.expected_duration:type_name -> google.protobuf.Duration
+	23,  // 131: opsuite.deployer.v1.DeployPlan.effective_spec:type_name -> opsuite.deployer.v1.ApplicationSpec
+	15,  // 132: opsuite.deployer.v1.PlannedStep.kind:type_name -> opsuite.deployer.v1.StepKind
+	146, // 133: opsuite.deployer.v1.PlannedStep.expected_duration:type_name -> google.protobuf.Duration
+	9,   // 134: opsuite.deployer.v1.Replica.driver:type_name -> opsuite.deployer.v1.DriverKind
+	18,  // 135: opsuite.deployer.v1.Replica.state:type_name -> opsuite.deployer.v1.ReplicaState
+	3,   // 136: opsuite.deployer.v1.Replica.health:type_name -> opsuite.deployer.v1.HealthState
+	71,  // 137: opsuite.deployer.v1.Replica.ports:type_name -> opsuite.deployer.v1.PortBinding
+	19,  // 138: opsuite.deployer.v1.Replica.stop_reason:type_name -> opsuite.deployer.v1.ReplicaStopReason
+	145, // 139: opsuite.deployer.v1.Replica.create_time:type_name -> google.protobuf.Timestamp
+	145, // 140: opsuite.deployer.v1.Replica.start_time:type_name -> google.protobuf.Timestamp
+	145, // 141: opsuite.deployer.v1.Replica.stop_time:type_name -> google.protobuf.Timestamp
+	72,  // 142: opsuite.deployer.v1.Replica.docker:type_name -> opsuite.deployer.v1.DockerReplicaStatus
+	73,  // 143: opsuite.deployer.v1.Replica.process:type_name -> opsuite.deployer.v1.ProcessReplicaStatus
+	74,  // 144: opsuite.deployer.v1.Replica.kubernetes:type_name -> opsuite.deployer.v1.KubernetesPodStatus
+	0,   // 145: opsuite.deployer.v1.PortBinding.protocol:type_name -> opsuite.deployer.v1.PortProtocol
+	76,  // 146: opsuite.deployer.v1.ComposeProject.services:type_name -> opsuite.deployer.v1.ComposeService
+	145, // 147: opsuite.deployer.v1.ComposeProject.create_time:type_name -> google.protobuf.Timestamp
+	28,  // 148: opsuite.deployer.v1.Container.env:type_name -> opsuite.deployer.v1.EnvVar
+	29,  // 149: opsuite.deployer.v1.Container.ports:type_name -> opsuite.deployer.v1.Port
+	30,  // 150: opsuite.deployer.v1.Container.volumes:type_name -> opsuite.deployer.v1.Volume
+	143, // 151: opsuite.deployer.v1.Container.labels:type_name -> opsuite.deployer.v1.Container.LabelsEntry
+	1,   // 152: opsuite.deployer.v1.Container.restart_policy:type_name -> opsuite.deployer.v1.RestartPolicy
+	32,  // 153: opsuite.deployer.v1.Container.resources:type_name -> opsuite.deployer.v1.Resources
+	78,  // 154: opsuite.deployer.v1.Container.status:type_name -> opsuite.deployer.v1.ContainerStatus
+	145, // 155: opsuite.deployer.v1.Container.create_time:type_name -> google.protobuf.Timestamp
+	20,  // 156: opsuite.deployer.v1.ContainerStatus.state:type_name -> opsuite.deployer.v1.ContainerState
+	71,  // 157: opsuite.deployer.v1.ContainerStatus.ports:type_name -> opsuite.deployer.v1.PortBinding
+	145, // 158: opsuite.deployer.v1.ContainerStatus.start_time:type_name -> google.protobuf.Timestamp
+	145, // 159: opsuite.deployer.v1.ContainerStatus.finish_time:type_name -> google.protobuf.Timestamp
+	21,  // 160: opsuite.deployer.v1.LogLine.stream:type_name -> opsuite.deployer.v1.LogStream
+	145, // 161: opsuite.deployer.v1.LogLine.time:type_name -> google.protobuf.Timestamp
+	22,  // 162: opsuite.deployer.v1.CreateApplicationRequest.application:type_name -> opsuite.deployer.v1.Application
+	22,  // 163: opsuite.deployer.v1.CreateApplicationResponse.application:type_name -> opsuite.deployer.v1.Application
+	22,  // 164: opsuite.deployer.v1.GetApplicationResponse.application:type_name -> opsuite.deployer.v1.Application
+	22,  // 165: opsuite.deployer.v1.ListApplicationsResponse.applications:type_name -> opsuite.deployer.v1.Application
+	22,  // 166: opsuite.deployer.v1.UpdateApplicationRequest.application:type_name -> opsuite.deployer.v1.Application
+	147, // 167: opsuite.deployer.v1.UpdateApplicationRequest.update_mask:type_name -> google.protobuf.FieldMask
+	22,  // 168: opsuite.deployer.v1.UpdateApplicationResponse.application:type_name -> opsuite.deployer.v1.Application
+	23,  // 169: opsuite.deployer.v1.PlanDeployRequest.spec:type_name -> opsuite.deployer.v1.ApplicationSpec
+	38,  // 170: opsuite.deployer.v1.PlanDeployRequest.strategy:type_name -> opsuite.deployer.v1.Strategy
+	67,  // 171: opsuite.deployer.v1.PlanDeployResponse.plan:type_name -> opsuite.deployer.v1.DeployPlan
+	23,  // 172: opsuite.deployer.v1.DeployRequest.spec:type_name -> opsuite.deployer.v1.ApplicationSpec
+	38,  // 173: opsuite.deployer.v1.DeployRequest.strategy:type_name -> opsuite.deployer.v1.Strategy
+	63,  // 174: opsuite.deployer.v1.DeployResponse.rollout:type_name -> opsuite.deployer.v1.Rollout
+	61,  // 175: opsuite.deployer.v1.DeployResponse.revision:type_name -> opsuite.deployer.v1.Revision
+	63,  // 176: opsuite.deployer.v1.PromoteResponse.rollout:type_name -> opsuite.deployer.v1.Rollout
+	63,  // 177: opsuite.deployer.v1.PauseResponse.rollout:type_name -> opsuite.deployer.v1.Rollout
+	63,  // 178: opsuite.deployer.v1.ResumeResponse.rollout:type_name -> opsuite.deployer.v1.Rollout
+	63,  // 179: opsuite.deployer.v1.AbortResponse.rollout:type_name -> opsuite.deployer.v1.Rollout
+	63,  // 180: opsuite.deployer.v1.RollbackResponse.rollout:type_name -> opsuite.deployer.v1.Rollout
+	22,  // 181: opsuite.deployer.v1.ScaleResponse.application:type_name -> opsuite.deployer.v1.Application
+	63,  // 182: opsuite.deployer.v1.GetRolloutResponse.rollout:type_name -> opsuite.deployer.v1.Rollout
+	12,  // 183: opsuite.deployer.v1.ListRolloutsRequest.phases:type_name -> opsuite.deployer.v1.RolloutPhase
+	63,  // 184: opsuite.deployer.v1.ListRolloutsResponse.rollouts:type_name -> opsuite.deployer.v1.Rollout
+	63,  // 185: opsuite.deployer.v1.WatchRolloutResponse.rollout:type_name -> opsuite.deployer.v1.Rollout
+	61,  // 186: opsuite.deployer.v1.GetRevisionResponse.revision:type_name -> opsuite.deployer.v1.Revision
+	61,  // 187: opsuite.deployer.v1.ListRevisionsResponse.revisions:type_name -> opsuite.deployer.v1.Revision
+	70,  // 188: opsuite.deployer.v1.ListReplicasResponse.replicas:type_name -> opsuite.deployer.v1.Replica
+	144, // 189: opsuite.deployer.v1.ImportComposeRequest.variables:type_name -> opsuite.deployer.v1.ImportComposeRequest.VariablesEntry
+	56,  // 190: opsuite.deployer.v1.ImportComposeRequest.driver:type_name -> opsuite.deployer.v1.DriverConfig
+	38,  // 191: opsuite.deployer.v1.ImportComposeRequest.strategy:type_name -> opsuite.deployer.v1.Strategy
+	75,  // 192: opsuite.deployer.v1.ImportComposeResponse.project:type_name -> opsuite.deployer.v1.ComposeProject
+	22,  // 193: opsuite.deployer.v1.ImportComposeResponse.applications:type_name -> opsuite.deployer.v1.Application
+	63,  // 194: opsuite.deployer.v1.ImportComposeResponse.rollouts:type_name -> opsuite.deployer.v1.Rollout
+	77,  // 195: opsuite.deployer.v1.CreateContainerRequest.container:type_name -> opsuite.deployer.v1.Container
+	77,  // 196: opsuite.deployer.v1.CreateContainerResponse.container:type_name -> opsuite.deployer.v1.Container
+	77,  // 197: opsuite.deployer.v1.StartContainerResponse.container:type_name -> opsuite.deployer.v1.Container
+	146, // 198: opsuite.deployer.v1.StopContainerRequest.timeout:type_name -> google.protobuf.Duration
+	77,  // 199: opsuite.deployer.v1.StopContainerResponse.container:type_name -> opsuite.deployer.v1.Container
+	77,  // 200: opsuite.deployer.v1.GetContainerResponse.container:type_name -> opsuite.deployer.v1.Container
+	77,  // 201: opsuite.deployer.v1.ListContainersResponse.containers:type_name -> opsuite.deployer.v1.Container
+	145, // 202: opsuite.deployer.v1.GetContainerLogsRequest.since:type_name -> google.protobuf.Timestamp
+	21,  // 203: opsuite.deployer.v1.GetContainerLogsRequest.stream:type_name -> opsuite.deployer.v1.LogStream
+	79,  // 204: opsuite.deployer.v1.GetContainerLogsResponse.lines:type_name -> opsuite.deployer.v1.LogLine
+	80,  // 205: opsuite.deployer.v1.DeployerService.CreateApplication:input_type -> opsuite.deployer.v1.CreateApplicationRequest
+	82,  // 206: opsuite.deployer.v1.DeployerService.GetApplication:input_type -> opsuite.deployer.v1.GetApplicationRequest
+	84,  // 207: opsuite.deployer.v1.DeployerService.ListApplications:input_type -> opsuite.deployer.v1.ListApplicationsRequest
+	86,  // 208: opsuite.deployer.v1.DeployerService.UpdateApplication:input_type -> opsuite.deployer.v1.UpdateApplicationRequest
+	88,  // 209: opsuite.deployer.v1.DeployerService.DeleteApplication:input_type -> opsuite.deployer.v1.DeleteApplicationRequest
+	90,  // 210: opsuite.deployer.v1.DeployerService.PlanDeploy:input_type -> opsuite.deployer.v1.PlanDeployRequest
+	92,  // 211: opsuite.deployer.v1.DeployerService.Deploy:input_type -> opsuite.deployer.v1.DeployRequest
+	94,  // 212: opsuite.deployer.v1.DeployerService.Promote:input_type -> opsuite.deployer.v1.PromoteRequest
+	96,  // 213: opsuite.deployer.v1.DeployerService.Pause:input_type -> opsuite.deployer.v1.PauseRequest
+	98,  // 214: opsuite.deployer.v1.DeployerService.Resume:input_type -> opsuite.deployer.v1.ResumeRequest
+	100, // 215: opsuite.deployer.v1.DeployerService.Abort:input_type -> opsuite.deployer.v1.AbortRequest
+	102, // 216: opsuite.deployer.v1.DeployerService.Rollback:input_type -> opsuite.deployer.v1.RollbackRequest
+	104, // 217: opsuite.deployer.v1.DeployerService.Scale:input_type -> opsuite.deployer.v1.ScaleRequest
+	106, // 218: opsuite.deployer.v1.DeployerService.GetRollout:input_type -> opsuite.deployer.v1.GetRolloutRequest
+	108, // 219: opsuite.deployer.v1.DeployerService.ListRollouts:input_type -> opsuite.deployer.v1.ListRolloutsRequest
+	110, // 220: opsuite.deployer.v1.DeployerService.WatchRollout:input_type -> opsuite.deployer.v1.WatchRolloutRequest
+	112, // 221: opsuite.deployer.v1.DeployerService.GetRevision:input_type -> opsuite.deployer.v1.GetRevisionRequest
+	114, // 222: opsuite.deployer.v1.DeployerService.ListRevisions:input_type -> opsuite.deployer.v1.ListRevisionsRequest
+	116, // 223: opsuite.deployer.v1.DeployerService.ListReplicas:input_type -> opsuite.deployer.v1.ListReplicasRequest
+	118, // 224: opsuite.deployer.v1.DeployerService.ImportCompose:input_type -> opsuite.deployer.v1.ImportComposeRequest
+	120, // 225: opsuite.deployer.v1.DeployerService.StopCompose:input_type -> opsuite.deployer.v1.StopComposeRequest
+	122, // 226: opsuite.deployer.v1.DeployerService.CreateContainer:input_type -> opsuite.deployer.v1.CreateContainerRequest
+	124, // 227: opsuite.deployer.v1.DeployerService.StartContainer:input_type -> opsuite.deployer.v1.StartContainerRequest
+	126, // 228: opsuite.deployer.v1.DeployerService.StopContainer:input_type -> opsuite.deployer.v1.StopContainerRequest
+	128, // 229: opsuite.deployer.v1.DeployerService.RemoveContainer:input_type -> opsuite.deployer.v1.RemoveContainerRequest
+	130, // 230: opsuite.deployer.v1.DeployerService.GetContainer:input_type -> opsuite.deployer.v1.GetContainerRequest
+	132, // 231: opsuite.deployer.v1.DeployerService.ListContainers:input_type -> opsuite.deployer.v1.ListContainersRequest
+	134, // 232: opsuite.deployer.v1.DeployerService.GetContainerLogs:input_type -> opsuite.deployer.v1.GetContainerLogsRequest
+	81,  // 233: opsuite.deployer.v1.DeployerService.CreateApplication:output_type -> opsuite.deployer.v1.CreateApplicationResponse
+	83,  // 234: opsuite.deployer.v1.DeployerService.GetApplication:output_type -> opsuite.deployer.v1.GetApplicationResponse
+	85,  // 235: opsuite.deployer.v1.DeployerService.ListApplications:output_type -> opsuite.deployer.v1.ListApplicationsResponse
+	87,  // 236: opsuite.deployer.v1.DeployerService.UpdateApplication:output_type -> opsuite.deployer.v1.UpdateApplicationResponse
+	89,  // 237: opsuite.deployer.v1.DeployerService.DeleteApplication:output_type -> opsuite.deployer.v1.DeleteApplicationResponse
+	91,  // 238: opsuite.deployer.v1.DeployerService.PlanDeploy:output_type -> opsuite.deployer.v1.PlanDeployResponse
+	93,  // 239: opsuite.deployer.v1.DeployerService.Deploy:output_type -> opsuite.deployer.v1.DeployResponse
+	95,  // 240: opsuite.deployer.v1.DeployerService.Promote:output_type -> opsuite.deployer.v1.PromoteResponse
+	97,  // 241: opsuite.deployer.v1.DeployerService.Pause:output_type -> opsuite.deployer.v1.PauseResponse
+	99,  // 242: opsuite.deployer.v1.DeployerService.Resume:output_type -> opsuite.deployer.v1.ResumeResponse
+	101, // 243: opsuite.deployer.v1.DeployerService.Abort:output_type -> opsuite.deployer.v1.AbortResponse
+	103, // 244: opsuite.deployer.v1.DeployerService.Rollback:output_type -> opsuite.deployer.v1.RollbackResponse
+	105, // 245: opsuite.deployer.v1.DeployerService.Scale:output_type -> opsuite.deployer.v1.ScaleResponse
+	107, // 246: opsuite.deployer.v1.DeployerService.GetRollout:output_type -> opsuite.deployer.v1.GetRolloutResponse
+	109, // 247: opsuite.deployer.v1.DeployerService.ListRollouts:output_type -> opsuite.deployer.v1.ListRolloutsResponse
+	111, // 248: opsuite.deployer.v1.DeployerService.WatchRollout:output_type -> opsuite.deployer.v1.WatchRolloutResponse
+	113, // 249: opsuite.deployer.v1.DeployerService.GetRevision:output_type -> opsuite.deployer.v1.GetRevisionResponse
+	115, // 250: opsuite.deployer.v1.DeployerService.ListRevisions:output_type -> opsuite.deployer.v1.ListRevisionsResponse
+	117, // 251: opsuite.deployer.v1.DeployerService.ListReplicas:output_type -> opsuite.deployer.v1.ListReplicasResponse
+	119, // 252: opsuite.deployer.v1.DeployerService.ImportCompose:output_type -> opsuite.deployer.v1.ImportComposeResponse
+	121, // 253: opsuite.deployer.v1.DeployerService.StopCompose:output_type -> opsuite.deployer.v1.StopComposeResponse
+	123, // 254: opsuite.deployer.v1.DeployerService.CreateContainer:output_type -> opsuite.deployer.v1.CreateContainerResponse
+	125, // 255: opsuite.deployer.v1.DeployerService.StartContainer:output_type -> opsuite.deployer.v1.StartContainerResponse
+	127, // 256: opsuite.deployer.v1.DeployerService.StopContainer:output_type -> opsuite.deployer.v1.StopContainerResponse
+	129, // 257: opsuite.deployer.v1.DeployerService.RemoveContainer:output_type -> opsuite.deployer.v1.RemoveContainerResponse
+	131, // 258: opsuite.deployer.v1.DeployerService.GetContainer:output_type -> opsuite.deployer.v1.GetContainerResponse
+	133, // 259: opsuite.deployer.v1.DeployerService.ListContainers:output_type -> opsuite.deployer.v1.ListContainersResponse
+	135, // 260: opsuite.deployer.v1.DeployerService.GetContainerLogs:output_type -> opsuite.deployer.v1.GetContainerLogsResponse
+	233, // [233:261] is the sub-list for method output_type
+	205, // [205:233] is the sub-list for method input_type
+	205, // [205:205] is the sub-list for extension type_name
+	205, // [205:205] is the sub-list for extension extendee
+	0,   // [0:205] is the sub-list for field type_name
 }
 
 func init() { file_opsuite_deployer_v1_deployer_proto_init() }

@@ -1,0 +1,295 @@
+package rollout
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	deployerv1 "github.com/opsuite/opsuite/gen/opsuite/deployer/v1"
+	"github.com/opsuite/opsuite/services/deployer/internal/driver"
+	"golang.org/x/sync/errgroup"
+)
+
+// Traffic is the part of the traffic router the executor uses.
+type Traffic interface {
+	SetBackends(rev int64, addrs []string) error
+	SetWeights(weights map[int64]int) error
+	Drain(addr string, timeout time.Duration) (int, error)
+}
+
+// Health gates replicas on their health checks.
+type Health interface {
+	Register(ctx context.Context, r driver.Replica, group string, hc *deployerv1.HealthCheck) (string, error)
+	WaitPassing(ctx context.Context, group string, names []string) error
+	Unregister(ctx context.Context, names ...string) error
+}
+
+// Executor moves an application's replicas and traffic towards a target.
+// Every call re-reads the replicas from the driver, so it is idempotent: a
+// deployer that restarts mid-step calls it again and it finishes the step
+// without duplicating or orphaning replicas.
+type Executor struct {
+	Driver  driver.Driver
+	Traffic Traffic // nil when no router fronts the application
+	Health  Health
+	Log     *slog.Logger
+	// NewID names a new replica; it must be unique and a DNS-1123 label.
+	NewID func(app, env string, rev int64) string
+	// DrainTimeout bounds waiting for in-flight requests of a leaving replica.
+	DrainTimeout time.Duration
+}
+
+// Revision is one side of a rollout: a revision number and its spec.
+type Revision struct {
+	Number int64
+	Spec   *deployerv1.ApplicationSpec
+}
+
+// State is what a step should leave behind.
+type State struct {
+	App, Env string
+	New, Old Revision
+	// NewReplicas and OldReplicas ready and routed once the step is done.
+	NewReplicas, OldReplicas int32
+	// Weight is the percent of traffic on the new revision.
+	Weight int32
+}
+
+// Group is the health-checker group of an application's environment.
+func Group(app, env string) string { return app + "-" + env }
+
+// Converge brings replicas and traffic to s: it starts what is missing and
+// waits until healthy, routes traffic, then drains and stops what is extra
+// (replicas of other revisions, and of these beyond the counts). On a
+// failed health check it returns an error wrapping the health gate's and
+// leaves the failing replicas out of rotation.
+func (e *Executor) Converge(ctx context.Context, s State) error {
+	replicas, err := e.Driver.List(ctx, map[string]string{driver.LabelApp: s.App, driver.LabelEnvironment: s.Env})
+	if err != nil {
+		return fmt.Errorf("list replicas of %s/%s: %w", s.App, s.Env, err)
+	}
+	var keepNew, keepOld, extra []driver.Replica
+	for _, r := range replicas {
+		live := r.State == driver.StateRunning || r.State == driver.StateStarting
+		switch {
+		case !live:
+			extra = append(extra, r)
+		case r.Revision == s.New.Number && len(keepNew) < int(s.NewReplicas):
+			keepNew = append(keepNew, r)
+		case r.Revision == s.Old.Number && s.Old.Number != 0 && len(keepOld) < int(s.OldReplicas):
+			keepOld = append(keepOld, r)
+		default:
+			extra = append(extra, r)
+		}
+	}
+	group := Group(s.App, s.Env)
+	started, err := e.start(ctx, s, s.New, int(s.NewReplicas)-len(keepNew))
+	keepNew = append(keepNew, started...)
+	if err != nil {
+		return err
+	}
+	startedOld, err := e.start(ctx, s, s.Old, int(s.OldReplicas)-len(keepOld))
+	keepOld = append(keepOld, startedOld...)
+	if err != nil {
+		return err
+	}
+	if err := e.waitHealthy(ctx, group, s, append(slices.Clone(keepNew), keepOld...)); err != nil {
+		return err
+	}
+	if err := e.route(s, keepNew, keepOld); err != nil {
+		return err
+	}
+	return e.stop(ctx, s, extra)
+}
+
+// start launches n replicas of rev and registers them with the health
+// gate; it returns those that started even when some failed.
+func (e *Executor) start(ctx context.Context, s State, rev Revision, n int) ([]driver.Replica, error) {
+	if n <= 0 || rev.Number == 0 {
+		return nil, nil
+	}
+	var mu sync.Mutex
+	var out []driver.Replica
+	g, gctx := errgroup.WithContext(ctx)
+	for range n {
+		g.Go(func() error {
+			spec := replicaSpec(e.NewID(s.App, s.Env, rev.Number), s.App, s.Env, rev)
+			r, err := e.Driver.Start(gctx, spec)
+			if err != nil {
+				return fmt.Errorf("start replica of %s revision %d: %w", s.App, rev.Number, err)
+			}
+			e.log().Info("replica started", "app", s.App, "env", s.Env, "revision", rev.Number, "replica", r.ID)
+			mu.Lock()
+			out = append(out, r)
+			mu.Unlock()
+			return nil
+		})
+	}
+	return out, g.Wait()
+}
+
+func (e *Executor) waitHealthy(ctx context.Context, group string, s State, rs []driver.Replica) error {
+	if e.Health == nil {
+		return nil
+	}
+	var names []string
+	for _, r := range rs {
+		hc := s.New.Spec.GetHealthCheck()
+		if r.Revision == s.Old.Number && r.Revision != s.New.Number {
+			hc = s.Old.Spec.GetHealthCheck()
+		}
+		name, err := e.Health.Register(ctx, r, group, hc)
+		if err != nil {
+			return err
+		}
+		names = append(names, name)
+	}
+	if err := e.Health.WaitPassing(ctx, group, names); err != nil {
+		return fmt.Errorf("%s/%s: %w", s.App, s.Env, err)
+	}
+	return nil
+}
+
+// route points the router at the kept replicas and sets the weights.
+func (e *Executor) route(s State, newRs, oldRs []driver.Replica) error {
+	if e.Traffic == nil {
+		return nil
+	}
+	newAddrs, oldAddrs := addrs(newRs), addrs(oldRs)
+	if s.Old.Number != 0 && s.Old.Number != s.New.Number {
+		// Old first: while the new revision is added it can only gain backends.
+		if err := e.Traffic.SetBackends(s.Old.Number, oldAddrs); err != nil {
+			return fmt.Errorf("route old revision: %w", err)
+		}
+	}
+	if err := e.Traffic.SetBackends(s.New.Number, newAddrs); err != nil {
+		return fmt.Errorf("route new revision: %w", err)
+	}
+	weights := map[int64]int{}
+	w := int(s.Weight)
+	switch {
+	case len(newAddrs) == 0:
+		w = 0
+	case len(oldAddrs) == 0 || s.Old.Number == 0 || s.Old.Number == s.New.Number:
+		w = 100
+	}
+	if w > 0 {
+		weights[s.New.Number] = w
+	}
+	if w < 100 {
+		weights[s.Old.Number] = 100 - w
+	}
+	if len(newAddrs) == 0 && len(oldAddrs) == 0 {
+		weights = nil
+	}
+	if err := e.Traffic.SetWeights(weights); err != nil {
+		return fmt.Errorf("set traffic weights %v: %w", weights, err)
+	}
+	return nil
+}
+
+// stop drains extra replicas out of the router, then stops them.
+func (e *Executor) stop(ctx context.Context, s State, rs []driver.Replica) error {
+	g, gctx := errgroup.WithContext(ctx)
+	for _, r := range rs {
+		g.Go(func() error {
+			if e.Traffic != nil {
+				for _, a := range addrs([]driver.Replica{r}) {
+					if cut, err := e.Traffic.Drain(a, e.DrainTimeout); err == nil && cut > 0 {
+						e.log().Warn("drain cut requests", "replica", r.ID, "cut", cut)
+					}
+				}
+			}
+			grace := specOf(s, r.Revision).GetStopGracePeriod().AsDuration()
+			if err := e.Driver.Stop(gctx, r.ID, grace); err != nil {
+				return fmt.Errorf("stop replica %s: %w", r.ID, err)
+			}
+			if e.Health != nil {
+				_ = e.Health.Unregister(gctx, r.ID)
+			}
+			e.log().Info("replica stopped", "app", s.App, "env", s.Env, "revision", r.Revision, "replica", r.ID)
+			return nil
+		})
+	}
+	return g.Wait()
+}
+
+func specOf(s State, rev int64) *deployerv1.ApplicationSpec {
+	if rev == s.Old.Number {
+		return s.Old.Spec
+	}
+	return s.New.Spec
+}
+
+func (e *Executor) log() *slog.Logger {
+	if e.Log == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return e.Log
+}
+
+// addrs are the loopback addresses of the replicas' first published ports,
+// where the router forwards.
+func addrs(rs []driver.Replica) []string {
+	var out []string
+	for _, r := range rs {
+		if len(r.Bindings) == 0 {
+			continue
+		}
+		b := r.Bindings[0]
+		host := b.HostIP
+		if host == "" || host == "0.0.0.0" || host == "::" {
+			host = "127.0.0.1"
+		}
+		out = append(out, net.JoinHostPort(host, strconv.Itoa(b.HostPort)))
+	}
+	return out
+}
+
+// replicaSpec turns an application spec into a driver spec for one replica.
+func replicaSpec(id, app, env string, rev Revision) driver.Spec {
+	s := rev.Spec
+	ds := driver.Spec{
+		ID: id, App: app, Environment: env, Revision: rev.Number,
+		Image:           s.GetImage(),
+		Args:            s.GetArgs(),
+		WorkingDir:      s.GetWorkingDir(),
+		Env:             map[string]string{},
+		RestartOnCrash:  s.GetRestartPolicy() != deployerv1.RestartPolicy_RESTART_POLICY_NEVER,
+		StopGracePeriod: s.GetStopGracePeriod().AsDuration(),
+	}
+	if p := s.GetProcess(); p != nil {
+		ds.Command = append(slices.Clone(p.GetArgv()), s.GetCommand()...)
+	} else {
+		ds.Command = s.GetCommand()
+	}
+	for _, e := range s.GetEnv() {
+		ds.Env[e.GetName()] = e.GetValue()
+	}
+	for _, p := range s.GetPorts() {
+		name := p.GetName()
+		if name == "" {
+			name = "p" + strconv.Itoa(int(p.GetContainerPort()))
+		}
+		proto := "tcp"
+		if p.GetProtocol() == deployerv1.PortProtocol_PORT_PROTOCOL_UDP {
+			proto = "udp"
+		}
+		ds.Ports = append(ds.Ports, driver.Port{Name: name, ContainerPort: int(p.GetContainerPort()), Protocol: proto})
+	}
+	for _, v := range s.GetVolumes() {
+		src := v.GetHostPath()
+		if src == "" {
+			src = v.GetNamedVolume()
+		}
+		if src != "" {
+			ds.Volumes = append(ds.Volumes, driver.Volume{Source: src, Target: v.GetTarget(), ReadOnly: v.GetReadOnly()})
+		}
+	}
+	return ds
+}
