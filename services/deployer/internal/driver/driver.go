@@ -108,10 +108,14 @@ type Replica struct {
 	Environment string
 	Revision    int64
 	State       State
-	Bindings    []Binding
+	// Bindings may change when the runtime restarts the replica (docker
+	// picks a new host port on each restart): re-read them when Restarts
+	// changes.
+	Bindings []Binding
 	// Restarts counts restarts after crashes.
 	Restarts int
-	// ExitCode of the last exit, when State is exited or the replica restarted.
+	// ExitCode of the last exit, when State is exited or the replica
+	// restarted (best effort after a restart: docker resets it).
 	ExitCode int
 	// Reason is a sentence on why the replica is not running, if it is not.
 	Reason    string
@@ -140,15 +144,17 @@ type Driver interface {
 	// it (not once it is healthy). On error nothing is left behind.
 	Start(ctx context.Context, spec Spec) (Replica, error)
 	// Stop stops a replica gracefully (SIGTERM, then SIGKILL after the
-	// grace period) and removes it. Stopping a missing replica is not an error.
+	// grace period) and removes it. grace <= 0 means the spec's
+	// StopGracePeriod; runtimes may round it up (docker: whole seconds).
+	// Stopping a missing replica is not an error.
 	Stop(ctx context.Context, id string, grace time.Duration) error
 	// Inspect reports one replica; ErrNotFound when it does not exist.
 	Inspect(ctx context.Context, id string) (Replica, error)
 	// List reports every replica this driver manages whose labels include
 	// all of match (LabelApp, LabelEnvironment, ...); an empty match lists all.
 	List(ctx context.Context, match map[string]string) ([]Replica, error)
-	// Logs writes the replica's output (stdout and stderr, one line each
-	// write) to w.
+	// Logs writes the replica's output (stdout and stderr) to w, each write
+	// one line ending in \n. With Follow, ctx ending is a normal end (nil).
 	Logs(ctx context.Context, id string, opts LogOptions, w io.Writer) error
 	// Close releases the driver's resources; replicas keep running.
 	Close() error
