@@ -31,7 +31,8 @@ const UntilPromoted = 100 * 365 * 24 * time.Hour
 // restarted deployer resumes at the step it was in.
 type Runner struct {
 	Exec *Executor
-	// Save persists the rollout; it is called after every change.
+	// Save persists the rollout; it is called after every change and must
+	// not keep r, which the runner goes on changing.
 	Save func(ctx context.Context, r *deployerv1.Rollout) error
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time

@@ -1,0 +1,376 @@
+package rollout_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	deployerv1 "github.com/opsuite/opsuite/gen/opsuite/deployer/v1"
+	hcv1 "github.com/opsuite/opsuite/gen/opsuite/healthchecker/v1"
+	"github.com/opsuite/opsuite/pkg/eventbus"
+	"github.com/opsuite/opsuite/pkg/natsembed/natstest"
+	"github.com/opsuite/opsuite/services/deployer/internal/driver"
+	"github.com/opsuite/opsuite/services/deployer/internal/driver/process"
+	"github.com/opsuite/opsuite/services/deployer/internal/healthgate"
+	"github.com/opsuite/opsuite/services/deployer/internal/rollout"
+	"github.com/opsuite/opsuite/services/deployer/internal/router"
+	"github.com/opsuite/opsuite/services/healthchecker"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/test/bufconn"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
+)
+
+var demoBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "rollout-demo-")
+	if err != nil {
+		panic(err)
+	}
+	demoBin = filepath.Join(dir, "demoapp")
+	build := exec.Command("go", "build", "-o", demoBin, "./testdata/demoapp")
+	build.Stderr = os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "build demoapp:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	_ = os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// world is the real pieces a rollout runs against: the process driver, a
+// traffic router on loopback, and the health-checker service.
+type world struct {
+	drv    *process.Driver
+	router *router.Router
+	url    string
+	runner *rollout.Runner
+	saved  atomic.Pointer[deployerv1.Rollout]
+}
+
+func newWorld(t *testing.T) *world {
+	t.Helper()
+	w := &world{}
+	var err error
+	w.drv, err = process.New(process.Config{StateDir: t.TempDir()}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.router, err = router.New(router.Config{App: "shop", DrainTimeout: 5 * time.Second}, router.Deps{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.url = "http://" + lis.Addr().String() + "/"
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan struct{})
+	go func() { defer close(served); _ = w.router.Serve(ctx, lis) }()
+
+	hc := startChecker(t)
+	n := 0
+	var mu sync.Mutex
+	w.runner = &rollout.Runner{
+		Exec: &rollout.Executor{
+			Driver: w.drv, Traffic: w.router, Health: healthgate.New(hc), DrainTimeout: 5 * time.Second,
+			NewID: func(app, env string, rev int64) string {
+				mu.Lock()
+				defer mu.Unlock()
+				n++
+				return fmt.Sprintf("%s-%s-r%d-%d", app, env, rev, n)
+			},
+		},
+		// Save must not keep r: the runner goes on changing it.
+		Save: func(_ context.Context, r *deployerv1.Rollout) error { w.saved.Store(proto.CloneOf(r)); return nil },
+	}
+	t.Cleanup(func() {
+		reps, _ := w.drv.List(context.Background(), nil)
+		for _, r := range reps {
+			_ = w.drv.Stop(context.Background(), r.ID, time.Second)
+		}
+		_ = w.drv.Close()
+		cancel()
+		<-served
+	})
+	return w
+}
+
+func startChecker(t *testing.T) hcv1.HealthCheckerServiceClient {
+	t.Helper()
+	srv := natstest.Start(t, "")
+	bus, err := eventbus.New(t.Context(), srv.Conn, eventbus.Config{Source: "test"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc, err := healthchecker.New(healthchecker.Config{}, healthchecker.Deps{JetStream: srv.JetStream, Events: bus})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = svc.Run(ctx) }()
+	<-svc.Ready()
+	gs := grpc.NewServer()
+	svc.Register(gs)
+	lis := bufconn.Listen(1 << 20)
+	go func() { _ = gs.Serve(lis) }()
+	conn, err := grpc.NewClient("passthrough:///buf",
+		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
+		grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		svc.Drain()
+		_ = conn.Close()
+		gs.Stop()
+		cancel()
+		<-done
+	})
+	return hcv1.NewHealthCheckerServiceClient(conn)
+}
+
+// spec is the demo app at a version, 3 replicas, checked on /healthz.
+func spec(version string, strategy *deployerv1.Strategy, env ...*deployerv1.EnvVar) *deployerv1.ApplicationSpec {
+	return &deployerv1.ApplicationSpec{
+		Workload: &deployerv1.ApplicationSpec_Process{Process: &deployerv1.ProcessCommand{Argv: []string{demoBin}}},
+		Env:      append([]*deployerv1.EnvVar{{Name: "VERSION", Value: version}}, env...),
+		Ports:    []*deployerv1.Port{{Name: "http", ContainerPort: 8080}},
+		Replicas: 3,
+		HealthCheck: &deployerv1.HealthCheck{
+			Probe:            &deployerv1.HealthCheck_Http{Http: &deployerv1.HttpProbe{Path: "/healthz", Port: 8080}},
+			Interval:         durationpb.New(100 * time.Millisecond),
+			FailureThreshold: 2,
+		},
+		StopGracePeriod:  durationpb.New(5 * time.Second),
+		ProgressDeadline: durationpb.New(20 * time.Second),
+		Strategy:         strategy,
+	}
+}
+
+func (w *world) deploy(t *testing.T, id string, from, to rollout.Revision, signals <-chan rollout.Signal) *deployerv1.Rollout {
+	t.Helper()
+	r := &deployerv1.Rollout{Id: id, Application: "shop", Environment: "prod", Strategy: to.Spec.GetStrategy(), EffectiveSpec: to.Spec}
+	current := int32(0)
+	if from.Number != 0 {
+		current = from.Spec.GetReplicas()
+	}
+	rollout.Prepare(r, current, true)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := w.runner.Run(ctx, r, to, from, signals); err != nil {
+		t.Fatalf("rollout %s: %v", id, err)
+	}
+	return r
+}
+
+// load sends requests through the router until stopped and counts failures.
+type load struct {
+	stop     chan struct{}
+	wg       sync.WaitGroup
+	ok, fail atomic.Int64
+	mu       sync.Mutex
+	seen     map[string]int
+	lastErr  atomic.Value
+}
+
+func startLoad(t *testing.T, url string, clients int) *load {
+	l := &load{stop: make(chan struct{}), seen: map[string]int{}}
+	for range clients {
+		l.wg.Add(1)
+		go func() {
+			defer l.wg.Done()
+			c := &http.Client{Timeout: 5 * time.Second}
+			for n := 0; n < 20000; n++ {
+				select {
+				case <-l.stop:
+					return
+				default:
+				}
+				resp, err := c.Get(url)
+				if err != nil {
+					l.fail.Add(1)
+					l.lastErr.Store(err.Error())
+					continue
+				}
+				body, _ := io.ReadAll(resp.Body)
+				_ = resp.Body.Close()
+				if resp.StatusCode != http.StatusOK {
+					l.fail.Add(1)
+					l.lastErr.Store(fmt.Sprintf("HTTP %d: %s", resp.StatusCode, body))
+					continue
+				}
+				l.ok.Add(1)
+				l.mu.Lock()
+				l.seen[string(body)]++
+				l.mu.Unlock()
+				time.Sleep(2 * time.Millisecond)
+			}
+		}()
+	}
+	return l
+}
+
+func (l *load) finish(t *testing.T) {
+	t.Helper()
+	close(l.stop)
+	l.wg.Wait()
+	t.Logf("load: %d ok, %d failed, versions seen %v", l.ok.Load(), l.fail.Load(), l.seen)
+	if l.fail.Load() != 0 {
+		t.Errorf("%d requests failed (last: %v)", l.fail.Load(), l.lastErr.Load())
+	}
+	if l.ok.Load() == 0 {
+		t.Error("no request succeeded")
+	}
+}
+
+func (w *world) versions(t *testing.T) map[string]int {
+	t.Helper()
+	seen := map[string]int{}
+	for range 30 {
+		resp, err := http.Get(w.url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		_ = resp.Body.Close()
+		seen[string(body)]++
+	}
+	return seen
+}
+
+func (w *world) replicasByRevision(t *testing.T) map[int64]int {
+	t.Helper()
+	reps, err := w.drv.List(context.Background(), map[string]string{driver.LabelApp: "shop"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[int64]int{}
+	for _, r := range reps {
+		out[r.Revision]++
+	}
+	return out
+}
+
+func rolling() *deployerv1.Strategy {
+	return &deployerv1.Strategy{Kind: &deployerv1.Strategy_Rolling{Rolling: &deployerv1.RollingStrategy{
+		MaxSurge:       &deployerv1.ReplicaQuantity{Value: &deployerv1.ReplicaQuantity_Count{Count: 1}},
+		MaxUnavailable: &deployerv1.ReplicaQuantity{Value: &deployerv1.ReplicaQuantity_Count{Count: 0}},
+	}}}
+}
+
+func canary() *deployerv1.Strategy {
+	return &deployerv1.Strategy{Kind: &deployerv1.Strategy_Canary{Canary: &deployerv1.CanaryStrategy{Steps: []*deployerv1.CanaryStep{
+		{Step: &deployerv1.CanaryStep_SetWeight{SetWeight: &deployerv1.SetWeightStep{Weight: 34}}},
+		{Step: &deployerv1.CanaryStep_Pause{Pause: &deployerv1.PauseStep{Duration: durationpb.New(300 * time.Millisecond)}}},
+		{Step: &deployerv1.CanaryStep_SetWeight{SetWeight: &deployerv1.SetWeightStep{Weight: 67}}},
+	}}}}
+}
+
+func blueGreen() *deployerv1.Strategy {
+	return &deployerv1.Strategy{Kind: &deployerv1.Strategy_BlueGreen{BlueGreen: &deployerv1.BlueGreenStrategy{AutoPromote: true}}}
+}
+
+// TestRolloutsUnderLoadLoseNothing deploys v1, then rolls to v2 (rolling),
+// v3 (canary), v4 (blue-green) and tries a broken v5 (canary) that must be
+// rolled back, all under steady load through the router: no request fails.
+func TestRolloutsUnderLoadLoseNothing(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts real processes")
+	}
+	w := newWorld(t)
+	v1 := rollout.Revision{Number: 1, Spec: spec("v1", rolling())}
+	r := w.deploy(t, "r1", rollout.Revision{}, v1, nil)
+	if r.GetPhase() != deployerv1.RolloutPhase_ROLLOUT_PHASE_SUCCEEDED {
+		t.Fatalf("first deploy: %s: %s", r.GetPhase(), r.GetMessage())
+	}
+	if got := w.versions(t); got["v1"] != 30 {
+		t.Fatalf("after v1: served %v", got)
+	}
+
+	l := startLoad(t, w.url, 4)
+	prev := v1
+	for i, tc := range []struct {
+		version  string
+		strategy *deployerv1.Strategy
+	}{
+		{"v2", rolling()},
+		{"v3", canary()},
+		{"v4", blueGreen()},
+	} {
+		next := rollout.Revision{Number: int64(i + 2), Spec: spec(tc.version, tc.strategy)}
+		r := w.deploy(t, "r-"+tc.version, prev, next, nil)
+		if r.GetPhase() != deployerv1.RolloutPhase_ROLLOUT_PHASE_SUCCEEDED {
+			t.Fatalf("%s: %s: %s", tc.version, r.GetPhase(), r.GetMessage())
+		}
+		if got := w.versions(t); got[tc.version] != 30 {
+			t.Fatalf("after %s: served %v", tc.version, got)
+		}
+		if reps := w.replicasByRevision(t); len(reps) != 1 || reps[next.Number] != 3 {
+			t.Fatalf("after %s: replicas by revision %v, want only 3 of revision %d", tc.version, reps, next.Number)
+		}
+		prev = next
+	}
+
+	broken := rollout.Revision{Number: 5, Spec: spec("v5", canary(), &deployerv1.EnvVar{Name: "UNHEALTHY", Value: "1"})}
+	r = w.deploy(t, "r-v5", prev, broken, nil)
+	if r.GetPhase() != deployerv1.RolloutPhase_ROLLOUT_PHASE_ROLLED_BACK || r.GetRollbackTrigger() != deployerv1.RollbackTrigger_ROLLBACK_TRIGGER_FAILED_HEALTH {
+		t.Fatalf("broken v5: %s (%s): %s", r.GetPhase(), r.GetRollbackTrigger(), r.GetMessage())
+	}
+	t.Logf("v5 rolled back: %s (time to stable %s)", r.GetMessage(), r.GetTimeToStable().AsDuration())
+	if got := w.versions(t); got["v4"] != 30 {
+		t.Fatalf("after rollback: served %v", got)
+	}
+	if reps := w.replicasByRevision(t); len(reps) != 1 || reps[4] != 3 {
+		t.Fatalf("after rollback: replicas by revision %v, want only 3 of revision 4", reps)
+	}
+	l.finish(t)
+}
+
+// TestAbortDuringPauseRollsStraightBack aborts a canary waiting to be
+// promoted: traffic returns to the stable revision without replaying steps.
+func TestAbortDuringPauseRollsStraightBack(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts real processes")
+	}
+	w := newWorld(t)
+	v1 := rollout.Revision{Number: 1, Spec: spec("v1", rolling())}
+	w.deploy(t, "r1", rollout.Revision{}, v1, nil)
+	st := &deployerv1.Strategy{Kind: &deployerv1.Strategy_Canary{Canary: &deployerv1.CanaryStrategy{Steps: []*deployerv1.CanaryStep{
+		{Step: &deployerv1.CanaryStep_SetWeight{SetWeight: &deployerv1.SetWeightStep{Weight: 50}}},
+		{Step: &deployerv1.CanaryStep_Pause{Pause: &deployerv1.PauseStep{}}},
+	}}}}
+	v2 := rollout.Revision{Number: 2, Spec: spec("v2", st)}
+	signals := make(chan rollout.Signal, 1)
+	go func() {
+		deadline := time.Now().Add(30 * time.Second)
+		for time.Now().Before(deadline) {
+			if r := w.saved.Load(); r != nil && r.GetId() == "r2" && r.GetPhase() == deployerv1.RolloutPhase_ROLLOUT_PHASE_PAUSED {
+				signals <- rollout.Abort
+				return
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}()
+	r := w.deploy(t, "r2", v1, v2, signals)
+	if r.GetPhase() != deployerv1.RolloutPhase_ROLLOUT_PHASE_ROLLED_BACK || r.GetRollbackTrigger() != deployerv1.RollbackTrigger_ROLLBACK_TRIGGER_ABORT {
+		t.Fatalf("aborted canary: %s (%s): %s", r.GetPhase(), r.GetRollbackTrigger(), r.GetMessage())
+	}
+	if got := w.versions(t); got["v1"] != 30 {
+		t.Fatalf("after abort: served %v", got)
+	}
+}
