@@ -53,6 +53,7 @@ func TestMain(m *testing.M) {
 // world is the real pieces a rollout runs against: the process driver, a
 // traffic router on loopback, and the health-checker service.
 type world struct {
+	dir    string
 	drv    *process.Driver
 	router *router.Router
 	url    string
@@ -62,9 +63,9 @@ type world struct {
 
 func newWorld(t *testing.T) *world {
 	t.Helper()
-	w := &world{}
+	w := &world{dir: t.TempDir()}
 	var err error
-	w.drv, err = process.New(process.Config{StateDir: t.TempDir()}, nil)
+	w.drv, err = process.New(process.Config{StateDir: w.dir}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -373,4 +374,69 @@ func TestAbortDuringPauseRollsStraightBack(t *testing.T) {
 	if got := w.versions(t); got["v1"] != 30 {
 		t.Fatalf("after abort: served %v", got)
 	}
+}
+
+// TestRestartMidRolloutResumes stops the rollout's runner and driver in the
+// middle of a rolling update (as a deployer crash would), then resumes it
+// from the saved progress with a new driver on the same state: the rollout
+// finishes, with exactly the desired replicas and none orphaned, and no
+// request fails meanwhile.
+func TestRestartMidRolloutResumes(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts real processes")
+	}
+	w := newWorld(t)
+	v1 := rollout.Revision{Number: 1, Spec: spec("v1", rolling())}
+	w.deploy(t, "r1", rollout.Revision{}, v1, nil)
+	l := startLoad(t, w.url, 4)
+
+	v2 := rollout.Revision{Number: 2, Spec: spec("v2", rolling())}
+	r := &deployerv1.Rollout{Id: "r2", Application: "shop", Environment: "prod", Strategy: v2.Spec.GetStrategy(), EffectiveSpec: v2.Spec}
+	rollout.Prepare(r, 3, true)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.runner.Run(ctx, r, v2, v1, nil) }()
+	// Stop it once the second batch has begun.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if s := w.saved.Load(); s != nil && s.GetId() == "r2" && s.GetCurrentStepIndex() >= 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("rollout did not reach its second batch")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	cancel()
+	if err := <-done; err == nil {
+		t.Log("rollout finished before it could be interrupted")
+	}
+	saved := w.saved.Load()
+	if err := w.drv.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	// A new deployer: new driver on the same state, same router and checker.
+	drv, err := process.New(process.Config{StateDir: w.dir}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.drv = drv
+	w.runner.Exec.Driver = drv
+	resumed := proto.CloneOf(saved)
+	rctx, rcancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer rcancel()
+	if err := w.runner.Run(rctx, resumed, v2, v1, nil); err != nil {
+		t.Fatal(err)
+	}
+	if resumed.GetPhase() != deployerv1.RolloutPhase_ROLLOUT_PHASE_SUCCEEDED {
+		t.Fatalf("resumed rollout: %s: %s", resumed.GetPhase(), resumed.GetMessage())
+	}
+	if reps := w.replicasByRevision(t); len(reps) != 1 || reps[2] != 3 {
+		t.Fatalf("after resume: replicas by revision %v, want only 3 of revision 2", reps)
+	}
+	if got := w.versions(t); got["v2"] != 30 {
+		t.Fatalf("after resume: served %v", got)
+	}
+	l.finish(t)
 }
