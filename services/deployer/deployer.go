@@ -1,0 +1,180 @@
+// Package deployer is the deployer service: applications and their
+// revisions, and rollouts (rolling, blue-green, canary, recreate) driven
+// on Docker or local processes behind a built-in traffic router, gated by
+// the health-checker and rolled back straight to the last good revision.
+package deployer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+
+	"github.com/nats-io/nats.go/jetstream"
+	deployerv1 "github.com/opsuite/opsuite/gen/opsuite/deployer/v1"
+	hcv1 "github.com/opsuite/opsuite/gen/opsuite/healthchecker/v1"
+	"github.com/opsuite/opsuite/pkg/eventbus"
+	"github.com/opsuite/opsuite/services/deployer/internal/driver"
+	"github.com/opsuite/opsuite/services/deployer/internal/healthgate"
+	"github.com/opsuite/opsuite/services/deployer/internal/rollout"
+	"github.com/opsuite/opsuite/services/deployer/internal/router"
+	"github.com/opsuite/opsuite/services/deployer/internal/store"
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
+)
+
+// Name is the service's name in health reports and event sources.
+const Name = "deployer"
+
+// DefaultEnvironment is used by applications that declare no environments.
+const DefaultEnvironment = "default"
+
+// Config tunes the service.
+type Config struct {
+	// StoreReplicas is the JetStream replica count of the deployer's buckets.
+	StoreReplicas int
+}
+
+// Publisher publishes domain events.
+type Publisher interface {
+	Publish(ctx context.Context, ev eventbus.Event) (string, error)
+}
+
+// Deps are the service's collaborators.
+type Deps struct {
+	Logger     *slog.Logger
+	Registerer prometheus.Registerer
+	JetStream  jetstream.JetStream
+	Events     Publisher
+	// HealthChecker gates new replicas.
+	HealthChecker hcv1.HealthCheckerServiceClient
+	// Drivers by kind ("docker", "process"); at least one.
+	Drivers map[string]driver.Driver
+}
+
+// Service implements opsuite.deployer.v1.DeployerService.
+type Service struct {
+	deployerv1.UnimplementedDeployerServiceServer
+
+	cfg     Config
+	log     *slog.Logger
+	reg     prometheus.Registerer
+	js      jetstream.JetStream
+	events  Publisher
+	gate    *healthgate.Gate
+	drivers map[string]driver.Driver
+	store   *store.Store
+
+	ready   atomic.Bool
+	readyCh chan struct{}
+
+	mu      sync.Mutex
+	runCtx  context.Context //nolint:containedctx // the Run context, handed to rollouts started by RPCs
+	envs    map[string]*envRuntime // by app/env
+	running sync.WaitGroup
+	seq     atomic.Uint64
+}
+
+// envRuntime is what runs for one environment of one application.
+type envRuntime struct {
+	router   *router.Router
+	endpoint string
+	stop     context.CancelFunc
+	served   chan struct{}
+
+	mu      sync.Mutex
+	active  string // rollout id
+	signals chan rollout.Signal
+	done    chan struct{}
+}
+
+// New builds the service; Run loads state and resumes rollouts.
+func New(cfg Config, deps Deps) (*Service, error) {
+	if deps.JetStream == nil || deps.Events == nil || deps.HealthChecker == nil {
+		return nil, errors.New("deployer: JetStream, events and a health-checker client are required")
+	}
+	if len(deps.Drivers) == 0 {
+		return nil, errors.New("deployer: at least one driver is required")
+	}
+	log := deps.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Service{
+		cfg: cfg, log: log, reg: deps.Registerer, js: deps.JetStream, events: deps.Events,
+		gate: healthgate.New(deps.HealthChecker), drivers: deps.Drivers,
+		readyCh: make(chan struct{}), envs: map[string]*envRuntime{},
+	}, nil
+}
+
+// Register adds the service to a gRPC server.
+func (s *Service) Register(r grpc.ServiceRegistrar) { deployerv1.RegisterDeployerServiceServer(r, s) }
+
+// Ready is closed once state is loaded and rollouts resumed.
+func (s *Service) Ready() <-chan struct{} { return s.readyCh }
+
+// Run opens the store, brings every deployed environment's router back
+// and resumes unfinished rollouts, then serves until ctx ends.
+func (s *Service) Run(ctx context.Context) error {
+	st, err := store.Open(ctx, s.js, s.cfg.StoreReplicas)
+	if err != nil {
+		return fmt.Errorf("deployer: %w", err)
+	}
+	s.mu.Lock()
+	s.store = st
+	s.runCtx = ctx
+	s.mu.Unlock()
+	if err := s.restore(ctx); err != nil {
+		return fmt.Errorf("deployer: restore: %w", err)
+	}
+	s.ready.Store(true)
+	close(s.readyCh)
+	s.log.Info("deployer ready", "drivers", len(s.drivers))
+	<-ctx.Done()
+	s.running.Wait()
+	s.mu.Lock()
+	for _, e := range s.envs {
+		e.stop()
+		<-e.served
+		_ = e.router.Close()
+	}
+	s.mu.Unlock()
+	return nil
+}
+
+// routerFor returns the running router of app/env, starting it on listen
+// (or a free loopback port) the first time.
+func (s *Service) routerFor(app, env, listen string) (*envRuntime, error) {
+	key := app + "/" + env
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if e, ok := s.envs[key]; ok {
+		return e, nil
+	}
+	if listen == "" {
+		listen = "127.0.0.1:0"
+	}
+	r, err := router.New(router.Config{App: app + "-" + env}, router.Deps{Logger: s.log.With("router", key), Registerer: s.reg})
+	if err != nil {
+		return nil, err
+	}
+	lis, err := net.Listen("tcp", listen)
+	if err != nil {
+		_ = r.Close()
+		return nil, fmt.Errorf("router for %s on %s: %w", key, listen, err)
+	}
+	ctx, cancel := context.WithCancel(s.runCtx)
+	e := &envRuntime{router: r, endpoint: "http://" + lis.Addr().String(), stop: cancel, served: make(chan struct{})}
+	go func() {
+		defer close(e.served)
+		if err := r.Serve(ctx, lis); err != nil {
+			s.log.Error("router stopped", "app", app, "env", env, "err", err)
+		}
+	}()
+	s.envs[key] = e
+	s.log.Info("router listening", "app", app, "env", env, "endpoint", e.endpoint)
+	return e, nil
+}

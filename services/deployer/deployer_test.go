@@ -1,0 +1,298 @@
+package deployer_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+
+	deployerv1 "github.com/opsuite/opsuite/gen/opsuite/deployer/v1"
+	hcv1 "github.com/opsuite/opsuite/gen/opsuite/healthchecker/v1"
+	"github.com/opsuite/opsuite/pkg/eventbus"
+	"github.com/opsuite/opsuite/pkg/natsembed/natstest"
+	"github.com/opsuite/opsuite/services/deployer"
+	"github.com/opsuite/opsuite/services/deployer/internal/driver"
+	"github.com/opsuite/opsuite/services/deployer/internal/driver/process"
+	"github.com/opsuite/opsuite/services/healthchecker"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+	"google.golang.org/grpc/test/bufconn"
+	"google.golang.org/protobuf/types/known/durationpb"
+)
+
+var demoBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "deployer-demo-")
+	if err != nil {
+		panic(err)
+	}
+	demoBin = filepath.Join(dir, "demoapp")
+	build := exec.Command("go", "build", "-o", demoBin, "./internal/rollout/testdata/demoapp")
+	build.Stderr = os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "build demoapp:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	_ = os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// serve runs a gRPC server over an in-memory listener and returns a client conn.
+func serve(t *testing.T, register func(grpc.ServiceRegistrar)) *grpc.ClientConn {
+	t.Helper()
+	gs := grpc.NewServer()
+	register(gs)
+	lis := bufconn.Listen(1 << 20)
+	go func() { _ = gs.Serve(lis) }()
+	conn, err := grpc.NewClient("passthrough:///buf",
+		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
+		grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.Close(); gs.Stop() })
+	return conn
+}
+
+// suite is NATS, the health-checker and one deployer instance that can be
+// restarted on the same state.
+type suite struct {
+	nats     *natstest.Server
+	bus      *eventbus.Bus
+	hc       hcv1.HealthCheckerServiceClient
+	stateDir string
+	client   deployerv1.DeployerServiceClient
+	stop     func()
+}
+
+func newSuite(t *testing.T) *suite {
+	t.Helper()
+	s := &suite{nats: natstest.Start(t, ""), stateDir: t.TempDir()}
+	var err error
+	s.bus, err = eventbus.New(t.Context(), s.nats.Conn, eventbus.Config{Source: "test"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hsvc, err := healthchecker.New(healthchecker.Config{}, healthchecker.Deps{JetStream: s.nats.JetStream, Events: s.bus})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = hsvc.Run(ctx) }()
+	<-hsvc.Ready()
+	s.hc = hcv1.NewHealthCheckerServiceClient(serve(t, hsvc.Register))
+	t.Cleanup(func() { hsvc.Drain(); cancel(); <-done })
+	s.startDeployer(t)
+	return s
+}
+
+func (s *suite) startDeployer(t *testing.T) {
+	t.Helper()
+	drv, err := process.New(process.Config{StateDir: s.stateDir}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc, err := deployer.New(deployer.Config{}, deployer.Deps{
+		JetStream: s.nats.JetStream, Events: s.bus, HealthChecker: s.hc,
+		Drivers: map[string]driver.Driver{"process": drv},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = svc.Run(ctx) }()
+	<-svc.Ready()
+	s.client = deployerv1.NewDeployerServiceClient(serve(t, svc.Register))
+	stopped := false
+	s.stop = func() {
+		if stopped {
+			return
+		}
+		stopped = true
+		cancel()
+		<-done
+		_ = drv.Close()
+	}
+	t.Cleanup(func() {
+		s.stop()
+		// Leave no process behind.
+		d, err := process.New(process.Config{StateDir: s.stateDir}, nil)
+		if err == nil {
+			reps, _ := d.List(context.Background(), nil)
+			for _, r := range reps {
+				_ = d.Stop(context.Background(), r.ID, time.Second)
+			}
+			_ = d.Close()
+		}
+	})
+}
+
+func appSpec(version string, env ...*deployerv1.EnvVar) *deployerv1.ApplicationSpec {
+	return &deployerv1.ApplicationSpec{
+		Workload: &deployerv1.ApplicationSpec_Process{Process: &deployerv1.ProcessCommand{Argv: []string{demoBin}}},
+		Env:      append([]*deployerv1.EnvVar{{Name: "VERSION", Value: version}}, env...),
+		Ports:    []*deployerv1.Port{{Name: "http", ContainerPort: 8080}},
+		Replicas: 2,
+		HealthCheck: &deployerv1.HealthCheck{
+			Probe:    &deployerv1.HealthCheck_Http{Http: &deployerv1.HttpProbe{Path: "/healthz"}},
+			Interval: durationpb.New(100 * time.Millisecond), FailureThreshold: 2,
+		},
+		ProgressDeadline: durationpb.New(30 * time.Second),
+	}
+}
+
+func (s *suite) waitRollout(t *testing.T, id string) *deployerv1.Rollout {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		resp, err := s.client.GetRollout(t.Context(), &deployerv1.GetRolloutRequest{Application: "shop", Id: id})
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch resp.GetRollout().GetPhase() {
+		case deployerv1.RolloutPhase_ROLLOUT_PHASE_SUCCEEDED, deployerv1.RolloutPhase_ROLLOUT_PHASE_ROLLED_BACK, deployerv1.RolloutPhase_ROLLOUT_PHASE_FAILED:
+			// The environment records the outcome just after.
+			time.Sleep(100 * time.Millisecond)
+			return resp.GetRollout()
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("rollout %s still %s", id, resp.GetRollout().GetPhase())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func (s *suite) endpoint(t *testing.T) string {
+	t.Helper()
+	resp, err := s.client.GetApplication(t.Context(), &deployerv1.GetApplicationRequest{Name: "shop"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.GetApplication().GetEnvironments()[0].GetStatus().GetEndpoint()
+}
+
+func served(t *testing.T, url string) string {
+	t.Helper()
+	var last string
+	for range 10 {
+		resp, err := http.Get(url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		_ = resp.Body.Close()
+		if last != "" && string(body) != last {
+			t.Fatalf("mixed versions: %q then %q", last, body)
+		}
+		last = string(body)
+	}
+	return last
+}
+
+func (s *suite) deploy(t *testing.T, spec *deployerv1.ApplicationSpec) *deployerv1.Rollout {
+	t.Helper()
+	resp, err := s.client.Deploy(t.Context(), &deployerv1.DeployRequest{Name: "shop", Source: &deployerv1.DeployRequest_Spec{Spec: spec}, Reason: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s.waitRollout(t, resp.GetRollout().GetId())
+}
+
+func TestDeployRollbackAndRestart(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts real processes")
+	}
+	s := newSuite(t)
+	ctx := t.Context()
+	if _, err := s.client.CreateApplication(ctx, &deployerv1.CreateApplicationRequest{Application: &deployerv1.Application{Name: "shop", Spec: appSpec("v1")}}); err != nil {
+		t.Fatal(err)
+	}
+	_, err := s.client.CreateApplication(ctx, &deployerv1.CreateApplicationRequest{Application: &deployerv1.Application{Name: "Bad Name", Spec: appSpec("v1")}})
+	if status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("invalid name: %v, want InvalidArgument", err)
+	}
+
+	r := s.deploy(t, appSpec("v1"))
+	if r.GetPhase() != deployerv1.RolloutPhase_ROLLOUT_PHASE_SUCCEEDED || r.GetToRevision() != 1 {
+		t.Fatalf("v1: %s to revision %d: %s", r.GetPhase(), r.GetToRevision(), r.GetMessage())
+	}
+	url := s.endpoint(t)
+	if got := served(t, url); got != "v1" {
+		t.Fatalf("serves %q, want v1", got)
+	}
+	// The same spec again changes nothing.
+	resp, err := s.client.Deploy(ctx, &deployerv1.DeployRequest{Name: "shop"})
+	if err != nil || !resp.GetUnchanged() {
+		t.Fatalf("redeploy of the same spec: %v %v, want unchanged", resp, err)
+	}
+
+	r = s.deploy(t, appSpec("v2"))
+	if r.GetPhase() != deployerv1.RolloutPhase_ROLLOUT_PHASE_SUCCEEDED || r.GetFromRevision() != 1 || r.GetToRevision() != 2 {
+		t.Fatalf("v2: %s %d→%d: %s", r.GetPhase(), r.GetFromRevision(), r.GetToRevision(), r.GetMessage())
+	}
+	if got := served(t, url); got != "v2" {
+		t.Fatalf("serves %q, want v2", got)
+	}
+
+	r = s.deploy(t, appSpec("v3", &deployerv1.EnvVar{Name: "UNHEALTHY", Value: "1"}))
+	if r.GetPhase() != deployerv1.RolloutPhase_ROLLOUT_PHASE_ROLLED_BACK {
+		t.Fatalf("broken v3: %s: %s", r.GetPhase(), r.GetMessage())
+	}
+	t.Logf("v3: %s", r.GetMessage())
+	if got := served(t, url); got != "v2" {
+		t.Fatalf("after the failed v3 serves %q, want v2", got)
+	}
+
+	rb, err := s.client.Rollback(ctx, &deployerv1.RollbackRequest{Name: "shop", Reason: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r = s.waitRollout(t, rb.GetRollout().GetId())
+	if r.GetPhase() != deployerv1.RolloutPhase_ROLLOUT_PHASE_SUCCEEDED || r.GetToRevision() != 1 {
+		t.Fatalf("rollback: %s to %d: %s", r.GetPhase(), r.GetToRevision(), r.GetMessage())
+	}
+	if got := served(t, url); got != "v1" {
+		t.Fatalf("after rollback serves %q, want v1", got)
+	}
+
+	// Restart the deployer: the router comes back on the same endpoint.
+	s.stop()
+	s.startDeployer(t)
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		resp, err := http.Get(url)
+		if err == nil {
+			body, _ := io.ReadAll(resp.Body)
+			_ = resp.Body.Close()
+			if resp.StatusCode == http.StatusOK && string(body) == "v1" {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after restart %s does not serve v1 (%v)", url, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	list, err := s.client.ListRollouts(ctx, &deployerv1.ListRolloutsRequest{Application: "shop"})
+	if err != nil || len(list.GetRollouts()) != 4 {
+		t.Fatalf("rollouts after restart: %d %v, want 4", len(list.GetRollouts()), err)
+	}
+	if _, err := s.client.DeleteApplication(ctx, &deployerv1.DeleteApplicationRequest{Name: "shop"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := http.Get(url); err == nil {
+		t.Fatal("router still answers after the application was deleted")
+	}
+}

@@ -1,0 +1,479 @@
+package deployer
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"time"
+
+	deployerv1 "github.com/opsuite/opsuite/gen/opsuite/deployer/v1"
+	eventsv1 "github.com/opsuite/opsuite/gen/opsuite/events/v1"
+	"github.com/opsuite/opsuite/pkg/eventbus"
+	"github.com/opsuite/opsuite/pkg/validation"
+	"github.com/opsuite/opsuite/services/deployer/internal/appspec"
+	"github.com/opsuite/opsuite/services/deployer/internal/driver"
+	"github.com/opsuite/opsuite/services/deployer/internal/rollout"
+	"github.com/opsuite/opsuite/services/deployer/internal/store"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+)
+
+var (
+	errBusy              = errors.New("busy")
+	errUnavailableDriver = errors.New("driver unavailable")
+	errNotReady          = errors.New("deployer is starting")
+)
+
+// fieldError is a request field that is wrong.
+type fieldError struct{ field, reason string }
+
+func (e *fieldError) Error() string { return e.field + ": " + e.reason }
+
+// toStatus maps errors to gRPC codes, once, at the edge.
+func toStatus(err error) error {
+	if err == nil {
+		return nil
+	}
+	if _, ok := status.FromError(err); ok {
+		return err
+	}
+	var fe *fieldError
+	switch {
+	case errors.As(err, &fe):
+		v := validation.New("request")
+		v.Add(fe.field, "%s", fe.reason)
+		return v.GRPCStatus().Err()
+	case errors.Is(err, store.ErrNotFound):
+		return status.Error(codes.NotFound, err.Error())
+	case errors.Is(err, store.ErrExists):
+		return status.Error(codes.AlreadyExists, err.Error())
+	case errors.Is(err, store.ErrConflict):
+		return status.Error(codes.Aborted, err.Error()+"; read it again and retry")
+	case errors.Is(err, errBusy):
+		return status.Error(codes.FailedPrecondition, err.Error())
+	case errors.Is(err, errUnavailableDriver), errors.Is(err, driver.ErrUnavailable), errors.Is(err, errNotReady):
+		return status.Error(codes.Unavailable, err.Error())
+	case errors.Is(err, driver.ErrInvalidSpec):
+		return status.Error(codes.InvalidArgument, err.Error())
+	}
+	return status.Error(codes.Internal, err.Error())
+}
+
+func (s *Service) check() error {
+	if !s.ready.Load() {
+		return errNotReady
+	}
+	return nil
+}
+
+// CreateApplication validates and stores an application; nothing runs
+// until Deploy.
+func (s *Service) CreateApplication(ctx context.Context, req *deployerv1.CreateApplicationRequest) (*deployerv1.CreateApplicationResponse, error) {
+	if err := s.check(); err != nil {
+		return nil, toStatus(err)
+	}
+	app := proto.CloneOf(req.GetApplication())
+	if err := appspec.Validate(app); err != nil {
+		return nil, toStatus(err)
+	}
+	if _, err := s.driverFor(app.GetSpec()); err != nil {
+		return nil, toStatus(err)
+	}
+	app.LatestRevision, app.Etag = 0, ""
+	for _, e := range app.GetEnvironments() {
+		e.Status = nil
+	}
+	environments(app)
+	app.CreateTime, app.UpdateTime = now(), now()
+	if req.GetValidateOnly() {
+		return &deployerv1.CreateApplicationResponse{Application: app}, nil
+	}
+	if _, err := s.store.CreateApplication(ctx, app); err != nil {
+		return nil, toStatus(err)
+	}
+	return &deployerv1.CreateApplicationResponse{Application: app}, nil
+}
+
+// GetApplication returns an application with its environments' status.
+func (s *Service) GetApplication(ctx context.Context, req *deployerv1.GetApplicationRequest) (*deployerv1.GetApplicationResponse, error) {
+	if err := s.check(); err != nil {
+		return nil, toStatus(err)
+	}
+	v, err := s.store.Application(ctx, req.GetName())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &deployerv1.GetApplicationResponse{Application: v.Value}, nil
+}
+
+// ListApplications pages through applications by name.
+func (s *Service) ListApplications(ctx context.Context, req *deployerv1.ListApplicationsRequest) (*deployerv1.ListApplicationsResponse, error) {
+	if err := s.check(); err != nil {
+		return nil, toStatus(err)
+	}
+	size := int(req.GetPageSize())
+	if size < 0 {
+		return nil, toStatus(&fieldError{"page_size", "must not be negative"})
+	}
+	if size == 0 || size > 1000 {
+		size = 100
+	}
+	after := ""
+	if tok := req.GetPageToken(); tok != "" {
+		b, err := base64.RawURLEncoding.DecodeString(tok)
+		if err != nil || len(b) == 0 {
+			return nil, toStatus(&fieldError{"page_token", "not a token from a previous response"})
+		}
+		after = string(b)
+	}
+	all, err := s.store.Applications(ctx)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	resp := &deployerv1.ListApplicationsResponse{}
+	for _, v := range all {
+		if v.Value.GetName() <= after {
+			continue
+		}
+		if len(resp.Applications) == size {
+			resp.NextPageToken = base64.RawURLEncoding.EncodeToString([]byte(resp.Applications[size-1].GetName()))
+			break
+		}
+		resp.Applications = append(resp.Applications, v.Value)
+	}
+	return resp, nil
+}
+
+// DeleteApplication stops every replica of the application, then forgets it.
+func (s *Service) DeleteApplication(ctx context.Context, req *deployerv1.DeleteApplicationRequest) (*deployerv1.DeleteApplicationResponse, error) {
+	if err := s.check(); err != nil {
+		return nil, toStatus(err)
+	}
+	v, err := s.store.Application(ctx, req.GetName())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	app := v.Value
+	for _, env := range app.GetEnvironments() {
+		if id := env.GetStatus().GetActiveRolloutId(); id != "" && !req.GetForce() {
+			return nil, toStatus(fmt.Errorf("%w: rollout %s is in progress in %s; abort it or delete with force", errBusy, id, env.GetName()))
+		}
+	}
+	for _, env := range app.GetEnvironments() {
+		d, err := s.driverFor(app.GetSpec())
+		if err != nil {
+			return nil, toStatus(err)
+		}
+		e, err := s.routerFor(app.GetName(), env.GetName(), "")
+		if err != nil {
+			return nil, toStatus(err)
+		}
+		if err := s.executor(d, e).Converge(ctx, rollout.State{App: app.GetName(), Env: env.GetName()}); err != nil {
+			return nil, toStatus(fmt.Errorf("stop replicas of %s/%s: %w", app.GetName(), env.GetName(), err))
+		}
+		s.dropRouter(app.GetName(), env.GetName())
+	}
+	if err := s.store.DeleteApplication(ctx, app.GetName()); err != nil {
+		return nil, toStatus(err)
+	}
+	return &deployerv1.DeleteApplicationResponse{}, nil
+}
+
+func (s *Service) dropRouter(app, env string) {
+	s.mu.Lock()
+	e := s.envs[app+"/"+env]
+	delete(s.envs, app+"/"+env)
+	s.mu.Unlock()
+	if e != nil {
+		e.stop()
+		<-e.served
+		_ = e.router.Close()
+	}
+}
+
+// Deploy rolls an environment to a new spec, a kept revision, or the
+// application's current spec.
+func (s *Service) Deploy(ctx context.Context, req *deployerv1.DeployRequest) (*deployerv1.DeployResponse, error) {
+	if err := s.check(); err != nil {
+		return nil, toStatus(err)
+	}
+	resp, err := s.deploy(ctx, req)
+	return resp, toStatus(err)
+}
+
+func (s *Service) deploy(ctx context.Context, req *deployerv1.DeployRequest) (*deployerv1.DeployResponse, error) {
+	if req.GetFromEnvironment() != "" {
+		return nil, &fieldError{"from_environment", "promotion between environments is not supported yet; deploy the revision number instead"}
+	}
+	if req.GetSupersede() {
+		return nil, &fieldError{"supersede", "is not supported yet; abort the running rollout first"}
+	}
+	for attempt := 0; ; attempt++ {
+		resp, err := s.tryDeploy(ctx, req)
+		if errors.Is(err, store.ErrConflict) && attempt < 5 {
+			continue
+		}
+		return resp, err
+	}
+}
+
+func (s *Service) tryDeploy(ctx context.Context, req *deployerv1.DeployRequest) (*deployerv1.DeployResponse, error) {
+	v, err := s.store.Application(ctx, req.GetName())
+	if err != nil {
+		return nil, err
+	}
+	app := v.Value
+	env, err := environment(app, req.GetEnvironment())
+	if err != nil {
+		return nil, err
+	}
+	if env.Status == nil {
+		env.Status = &deployerv1.EnvironmentStatus{}
+	}
+	if id := env.GetStatus().GetActiveRolloutId(); id != "" {
+		return nil, fmt.Errorf("%w: rollout %s is in progress in %s/%s; promote or abort it first", errBusy, id, app.GetName(), env.GetName())
+	}
+	// Which revision.
+	var target *deployerv1.Revision
+	switch src := req.GetSource().(type) {
+	case *deployerv1.DeployRequest_Revision:
+		rv, err := s.store.Revision(ctx, app.GetName(), src.Revision)
+		if err != nil {
+			return nil, err
+		}
+		target = rv.Value
+	default:
+		spec := app.GetSpec()
+		if ds, ok := src.(*deployerv1.DeployRequest_Spec); ok {
+			candidate := proto.CloneOf(app)
+			candidate.Spec = ds.Spec
+			if err := appspec.Validate(candidate); err != nil {
+				return nil, err
+			}
+			spec = ds.Spec
+			app.Spec = ds.Spec
+		}
+		digest := specDigest(spec)
+		if app.GetLatestRevision() > 0 {
+			latest, err := s.store.Revision(ctx, app.GetName(), app.GetLatestRevision())
+			if err == nil && latest.Value.GetSpecDigest() == digest {
+				target = latest.Value
+			}
+		}
+		if target == nil {
+			target = &deployerv1.Revision{
+				Application: app.GetName(), Number: app.GetLatestRevision() + 1, Spec: spec,
+				SpecDigest: digest, Cause: req.GetReason(), CreateTime: now(),
+			}
+			if err := s.store.CreateRevision(ctx, target); err != nil {
+				if errors.Is(err, store.ErrExists) {
+					return nil, store.ErrConflict
+				}
+				return nil, err
+			}
+			app.LatestRevision = target.GetNumber()
+		}
+	}
+	if target.GetNumber() == env.GetStatus().GetCurrentRevision() && !req.GetRestart() {
+		if _, err := s.store.UpdateApplication(ctx, app, v.Revision); err != nil {
+			return nil, err
+		}
+		return &deployerv1.DeployResponse{Revision: target, Unchanged: true}, nil
+	}
+	newSpec := effectiveSpec(target.GetSpec(), env, req.GetStrategy())
+	d, err := s.driverFor(newSpec)
+	if err != nil {
+		return nil, err
+	}
+	oldRev, err := s.revisionSide(ctx, app, env, env.GetStatus().GetCurrentRevision(), nil)
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		return nil, err
+	}
+	e, err := s.routerFor(app.GetName(), env.GetName(), newSpec.GetRouter().GetListenAddress())
+	if err != nil {
+		return nil, err
+	}
+	r := &deployerv1.Rollout{
+		Id: s.newRolloutID(), Application: app.GetName(), Environment: env.GetName(),
+		Kind:         deployerv1.RolloutKind_ROLLOUT_KIND_DEPLOY,
+		FromRevision: uint32(oldRev.Number), ToRevision: target.GetNumber(),
+		Strategy: newSpec.GetStrategy(), EffectiveSpec: newSpec,
+		Phase: deployerv1.RolloutPhase_ROLLOUT_PHASE_PENDING, Cause: req.GetReason(), CreateTime: now(),
+	}
+	current := int32(0)
+	if oldRev.Number != 0 {
+		current = oldRev.Spec.GetReplicas()
+	}
+	rollout.Prepare(r, current, true)
+	env.Status.ActiveRolloutId = r.GetId()
+	env.Status.Endpoint = e.endpoint
+	env.Status.LastDeployTime = now()
+	app.UpdateTime = now()
+	if _, err := s.store.UpdateApplication(ctx, app, v.Revision); err != nil {
+		return nil, err
+	}
+	if _, err := s.store.CreateRollout(ctx, r); err != nil {
+		return nil, err
+	}
+	newRev := rollout.Revision{Number: int64(target.GetNumber()), Spec: newSpec}
+	if err := s.startRollout(proto.CloneOf(r), newRev, oldRev, e, d); err != nil {
+		return nil, err
+	}
+	if _, err := s.events.Publish(ctx, eventbus.Event{Type: EventRolloutStarted, Subject: app.GetName(), ID: r.GetId() + "-start",
+		Data: &eventsv1.RolloutStarted{Rollout: r}}); err != nil {
+		s.log.Warn("publish rollout started", "rollout", r.GetId(), "err", err)
+	}
+	return &deployerv1.DeployResponse{Rollout: r, Revision: target}, nil
+}
+
+// GetRollout returns a rollout with its steps.
+func (s *Service) GetRollout(ctx context.Context, req *deployerv1.GetRolloutRequest) (*deployerv1.GetRolloutResponse, error) {
+	if err := s.check(); err != nil {
+		return nil, toStatus(err)
+	}
+	v, err := s.store.Rollout(ctx, req.GetId())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	if req.GetApplication() != "" && v.Value.GetApplication() != req.GetApplication() {
+		return nil, status.Errorf(codes.NotFound, "application %s has no rollout %s", req.GetApplication(), req.GetId())
+	}
+	return &deployerv1.GetRolloutResponse{Rollout: v.Value}, nil
+}
+
+// ListRollouts lists an application's rollouts, newest first.
+func (s *Service) ListRollouts(ctx context.Context, req *deployerv1.ListRolloutsRequest) (*deployerv1.ListRolloutsResponse, error) {
+	if err := s.check(); err != nil {
+		return nil, toStatus(err)
+	}
+	all, err := s.store.Rollouts(ctx, req.GetApplication())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	resp := &deployerv1.ListRolloutsResponse{}
+	for i := len(all) - 1; i >= 0 && len(resp.Rollouts) < 100; i-- {
+		r := all[i].Value
+		if req.GetEnvironment() != "" && r.GetEnvironment() != req.GetEnvironment() {
+			continue
+		}
+		resp.Rollouts = append(resp.Rollouts, r)
+	}
+	return resp, nil
+}
+
+// signal sends a signal to the environment's active rollout.
+func (s *Service) signal(ctx context.Context, app, envName, id string, sig rollout.Signal) (*deployerv1.Rollout, error) {
+	v, err := s.store.Application(ctx, app)
+	if err != nil {
+		return nil, err
+	}
+	env, err := environment(v.Value, envName)
+	if err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	e := s.envs[app+"/"+env.GetName()]
+	s.mu.Unlock()
+	if e == nil {
+		return nil, fmt.Errorf("%w: no rollout is in progress in %s/%s", errBusy, app, env.GetName())
+	}
+	e.mu.Lock()
+	active, signals, done := e.active, e.signals, e.done
+	e.mu.Unlock()
+	if active == "" || (id != "" && id != active) {
+		return nil, fmt.Errorf("%w: no rollout %s is in progress in %s/%s", errBusy, id, app, env.GetName())
+	}
+	select {
+	case signals <- sig:
+	default:
+		return nil, fmt.Errorf("%w: the rollout is busy with earlier requests", errBusy)
+	}
+	if sig == rollout.Abort {
+		select {
+		case <-done:
+		case <-time.After(30 * time.Second):
+		case <-ctx.Done():
+		}
+	}
+	r, err := s.store.Rollout(ctx, active)
+	if err != nil {
+		return nil, err
+	}
+	return r.Value, nil
+}
+
+// Promote ends the current pause, or with full skips to 100%.
+func (s *Service) Promote(ctx context.Context, req *deployerv1.PromoteRequest) (*deployerv1.PromoteResponse, error) {
+	if err := s.check(); err != nil {
+		return nil, toStatus(err)
+	}
+	sig := rollout.Promote
+	if req.GetFull() {
+		sig = rollout.PromoteFull
+	}
+	r, err := s.signal(ctx, req.GetName(), req.GetEnvironment(), req.GetRolloutId(), sig)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &deployerv1.PromoteResponse{Rollout: r}, nil
+}
+
+// Abort rolls the active rollout straight back to the stable revision.
+func (s *Service) Abort(ctx context.Context, req *deployerv1.AbortRequest) (*deployerv1.AbortResponse, error) {
+	if err := s.check(); err != nil {
+		return nil, toStatus(err)
+	}
+	r, err := s.signal(ctx, req.GetName(), req.GetEnvironment(), req.GetRolloutId(), rollout.Abort)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &deployerv1.AbortResponse{Rollout: r}, nil
+}
+
+// Rollback deploys the last known-good revision (or the one named) at once,
+// with the recreate-free rolling strategy and no canary steps.
+func (s *Service) Rollback(ctx context.Context, req *deployerv1.RollbackRequest) (*deployerv1.RollbackResponse, error) {
+	if err := s.check(); err != nil {
+		return nil, toStatus(err)
+	}
+	v, err := s.store.Application(ctx, req.GetName())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	env, err := environment(v.Value, req.GetEnvironment())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	target := req.GetRevision()
+	if target == 0 {
+		cur := env.GetStatus().GetCurrentRevision()
+		revs, err := s.store.Revisions(ctx, req.GetName())
+		if err != nil {
+			return nil, toStatus(err)
+		}
+		for _, r := range revs {
+			if r.GetNumber() < cur {
+				target = r.GetNumber()
+				break
+			}
+		}
+		if target == 0 {
+			return nil, toStatus(&fieldError{"revision", fmt.Sprintf("%s/%s has no revision before %d to roll back to", req.GetName(), env.GetName(), cur)})
+		}
+	}
+	resp, err := s.deploy(ctx, &deployerv1.DeployRequest{
+		Name: req.GetName(), Environment: env.GetName(),
+		Source: &deployerv1.DeployRequest_Revision{Revision: target},
+		Strategy: &deployerv1.Strategy{Kind: &deployerv1.Strategy_Rolling{Rolling: &deployerv1.RollingStrategy{
+			MaxSurge:       &deployerv1.ReplicaQuantity{Value: &deployerv1.ReplicaQuantity_Percent{Percent: 100}},
+			MaxUnavailable: &deployerv1.ReplicaQuantity{Value: &deployerv1.ReplicaQuantity_Count{Count: 0}},
+		}}},
+		Reason: "rollback: " + req.GetReason(),
+	})
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &deployerv1.RollbackResponse{Rollout: resp.GetRollout()}, nil
+}

@@ -1,0 +1,340 @@
+package deployer
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	deployerv1 "github.com/opsuite/opsuite/gen/opsuite/deployer/v1"
+	eventsv1 "github.com/opsuite/opsuite/gen/opsuite/events/v1"
+	"github.com/opsuite/opsuite/pkg/eventbus"
+	"github.com/opsuite/opsuite/services/deployer/internal/driver"
+	"github.com/opsuite/opsuite/services/deployer/internal/rollout"
+	"github.com/opsuite/opsuite/services/deployer/internal/store"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+)
+
+// Event types this service publishes.
+const (
+	EventRolloutStarted    = "opsuite.deploy.rollout.started"
+	EventRolloutCompleted  = "opsuite.deploy.rollout.completed"
+	EventRolloutRolledBack = "opsuite.deploy.rollout.rolled_back"
+)
+
+// environments returns the application's environments, adding the
+// implicit default one to an application that declares none.
+func environments(app *deployerv1.Application) []*deployerv1.Environment {
+	if len(app.GetEnvironments()) == 0 {
+		app.Environments = []*deployerv1.Environment{{Name: DefaultEnvironment}}
+	}
+	return app.GetEnvironments()
+}
+
+func environment(app *deployerv1.Application, name string) (*deployerv1.Environment, error) {
+	envs := environments(app)
+	if name == "" {
+		if len(envs) == 1 {
+			return envs[0], nil
+		}
+		return nil, &fieldError{"environment", fmt.Sprintf("is required: %s has %d environments", app.GetName(), len(envs))}
+	}
+	for _, e := range envs {
+		if e.GetName() == name {
+			return e, nil
+		}
+	}
+	return nil, &fieldError{"environment", fmt.Sprintf("%s has no environment %q", app.GetName(), name)}
+}
+
+// effectiveSpec applies an environment's overrides to a revision's spec.
+func effectiveSpec(spec *deployerv1.ApplicationSpec, env *deployerv1.Environment, strategy *deployerv1.Strategy) *deployerv1.ApplicationSpec {
+	out := proto.CloneOf(spec)
+	o := env.GetOverrides()
+	if o != nil && o.Replicas != nil {
+		out.Replicas = o.GetReplicas()
+	}
+	for _, ev := range o.GetEnv() {
+		replaced := false
+		for _, cur := range out.Env {
+			if cur.GetName() == ev.GetName() {
+				cur.Value, replaced = ev.GetValue(), true
+			}
+		}
+		if !replaced {
+			out.Env = append(out.Env, proto.CloneOf(ev))
+		}
+	}
+	if o.GetStrategy() != nil {
+		out.Strategy = o.GetStrategy()
+	}
+	if o.GetProgressDeadline() != nil {
+		out.ProgressDeadline = o.GetProgressDeadline()
+	}
+	if o.GetRouter() != nil {
+		out.Router = o.GetRouter()
+	}
+	if o.GetDriver() != nil {
+		out.Driver = o.GetDriver()
+	}
+	if strategy != nil {
+		out.Strategy = strategy
+	}
+	if out.Replicas == 0 {
+		out.Replicas = 1
+	}
+	return out
+}
+
+// driverFor picks the driver a spec runs on: the one it names, else docker
+// for images and process for commands.
+func (s *Service) driverFor(spec *deployerv1.ApplicationSpec) (driver.Driver, error) {
+	kind := "process"
+	if spec.GetImage() != "" {
+		kind = "docker"
+	}
+	switch spec.GetDriver().GetDriver().(type) {
+	case *deployerv1.DriverConfig_Docker:
+		kind = "docker"
+	case *deployerv1.DriverConfig_Process:
+		kind = "process"
+	case *deployerv1.DriverConfig_Kubernetes:
+		kind = "kubernetes"
+	}
+	d, ok := s.drivers[kind]
+	if !ok {
+		return nil, fmt.Errorf("%w: the %s driver is not available here", errUnavailableDriver, kind)
+	}
+	return d, nil
+}
+
+func specDigest(spec *deployerv1.ApplicationSpec) string {
+	data, _ := proto.MarshalOptions{Deterministic: true}.Marshal(spec)
+	sum := sha256.Sum256(data)
+	return hex.EncodeToString(sum[:])
+}
+
+func randomSuffix(n int) string {
+	const alphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	for i := range b {
+		b[i] = alphabet[int(b[i])%len(alphabet)]
+	}
+	return string(b)
+}
+
+// replicaID is unique and a DNS-1123 label: app-env-r<rev>-<random>.
+func replicaID(app, env string, rev int64) string {
+	prefix := app + "-" + env
+	if len(prefix) > 40 {
+		prefix = strings.TrimRight(prefix[:40], "-")
+	}
+	return fmt.Sprintf("%s-r%d-%s", prefix, rev, randomSuffix(5))
+}
+
+// newRolloutID sorts by creation time.
+func (s *Service) newRolloutID() string {
+	return fmt.Sprintf("%016x%04x", time.Now().UnixNano(), s.seq.Add(1)&0xffff)
+}
+
+func (s *Service) executor(d driver.Driver, e *envRuntime) *rollout.Executor {
+	return &rollout.Executor{
+		Driver: d, Traffic: e.router, Health: s.gate, Log: s.log,
+		NewID: replicaID, DrainTimeout: 10 * time.Second,
+	}
+}
+
+// revisionSide loads a revision and its effective spec for env.
+func (s *Service) revisionSide(ctx context.Context, app *deployerv1.Application, env *deployerv1.Environment, n uint32, strategy *deployerv1.Strategy) (rollout.Revision, error) {
+	if n == 0 {
+		return rollout.Revision{}, nil
+	}
+	rev, err := s.store.Revision(ctx, app.GetName(), n)
+	if err != nil {
+		return rollout.Revision{}, err
+	}
+	return rollout.Revision{Number: int64(n), Spec: effectiveSpec(rev.Value.GetSpec(), env, strategy)}, nil
+}
+
+// startRollout saves r and runs it in the background until it ends.
+func (s *Service) startRollout(r *deployerv1.Rollout, newRev, oldRev rollout.Revision, e *envRuntime, d driver.Driver) error {
+	e.mu.Lock()
+	if e.active != "" {
+		e.mu.Unlock()
+		return fmt.Errorf("%w: rollout %s is in progress in %s/%s", errBusy, e.active, r.GetApplication(), r.GetEnvironment())
+	}
+	e.active = r.GetId()
+	e.signals = make(chan rollout.Signal, 4)
+	e.done = make(chan struct{})
+	signals, done := e.signals, e.done
+	e.mu.Unlock()
+
+	var lastRev uint64
+	if v, err := s.store.Rollout(s.runCtx, r.GetId()); err == nil {
+		lastRev = v.Revision
+	}
+	runner := &rollout.Runner{
+		Exec: s.executor(d, e),
+		Save: func(ctx context.Context, cur *deployerv1.Rollout) error {
+			rev, err := s.store.UpdateRollout(ctx, cur, lastRev)
+			if err != nil {
+				return err
+			}
+			lastRev = rev
+			return nil
+		},
+	}
+	s.running.Add(1)
+	go func() {
+		defer s.running.Done()
+		defer close(done)
+		err := runner.Run(s.runCtx, r, newRev, oldRev, signals)
+		e.mu.Lock()
+		e.active = ""
+		e.mu.Unlock()
+		if err != nil {
+			if s.runCtx.Err() == nil {
+				s.log.Error("rollout stopped", "rollout", r.GetId(), "err", err)
+			}
+			return
+		}
+		s.finished(context.WithoutCancel(s.runCtx), r, e)
+	}()
+	return nil
+}
+
+// finished records a rollout's outcome on its environment and publishes it.
+func (s *Service) finished(ctx context.Context, r *deployerv1.Rollout, e *envRuntime) {
+	s.log.Info("rollout ended", "rollout", r.GetId(), "app", r.GetApplication(), "env", r.GetEnvironment(),
+		"phase", r.GetPhase().String(), "message", r.GetMessage(), "duration", r.GetDuration().AsDuration())
+	for attempt := 0; attempt < 5; attempt++ {
+		v, err := s.store.Application(ctx, r.GetApplication())
+		if err != nil {
+			s.log.Error("record rollout outcome", "rollout", r.GetId(), "err", err)
+			return
+		}
+		app := v.Value
+		env, err := environment(app, r.GetEnvironment())
+		if err != nil {
+			return
+		}
+		if env.Status == nil {
+			env.Status = &deployerv1.EnvironmentStatus{}
+		}
+		st := env.Status
+		st.ActiveRolloutId = ""
+		st.LastRolloutId = r.GetId()
+		st.LastRolloutPhase = r.GetPhase()
+		st.Endpoint = e.endpoint
+		switch r.GetPhase() {
+		case deployerv1.RolloutPhase_ROLLOUT_PHASE_SUCCEEDED:
+			st.CurrentRevision = r.GetToRevision()
+			st.LastKnownGoodRevision = r.GetToRevision()
+			st.DesiredReplicas = r.GetDesiredReplicas()
+			st.ReadyReplicas = r.GetDesiredReplicas()
+			st.Health = deployerv1.HealthState_HEALTH_STATE_HEALTHY
+		case deployerv1.RolloutPhase_ROLLOUT_PHASE_ROLLED_BACK:
+			st.CurrentRevision = r.GetFromRevision()
+		case deployerv1.RolloutPhase_ROLLOUT_PHASE_FAILED:
+			st.Health = deployerv1.HealthState_HEALTH_STATE_UNHEALTHY
+		}
+		if _, err := s.store.UpdateApplication(ctx, app, v.Revision); errors.Is(err, store.ErrConflict) {
+			continue
+		} else if err != nil {
+			s.log.Error("record rollout outcome", "rollout", r.GetId(), "err", err)
+		}
+		break
+	}
+	ev := eventbus.Event{Type: EventRolloutCompleted, Subject: r.GetApplication(), Data: &eventsv1.RolloutCompleted{Rollout: r}}
+	if r.GetPhase() == deployerv1.RolloutPhase_ROLLOUT_PHASE_ROLLED_BACK {
+		ev = eventbus.Event{Type: EventRolloutRolledBack, Subject: r.GetApplication(), Data: &eventsv1.RolloutRolledBack{
+			Rollout: r, Trigger: r.GetRollbackTrigger(), Revision: r.GetFromRevision(), TimeToStable: r.GetTimeToStable(),
+		}}
+	}
+	ev.ID = r.GetId() + "-end"
+	if _, err := s.events.Publish(ctx, ev); err != nil {
+		s.log.Warn("publish rollout outcome", "rollout", r.GetId(), "err", err)
+	}
+}
+
+// restore brings routers back for deployed environments and resumes
+// rollouts that were in progress when the deployer stopped.
+func (s *Service) restore(ctx context.Context) error {
+	apps, err := s.store.Applications(ctx)
+	if err != nil {
+		return err
+	}
+	for _, v := range apps {
+		app := v.Value
+		for _, env := range app.GetEnvironments() {
+			st := env.GetStatus()
+			if st.GetCurrentRevision() == 0 && st.GetActiveRolloutId() == "" {
+				continue
+			}
+			listen := strings.TrimPrefix(st.GetEndpoint(), "http://")
+			e, err := s.routerFor(app.GetName(), env.GetName(), listen)
+			if err != nil {
+				s.log.Error("restore router", "app", app.GetName(), "env", env.GetName(), "err", err)
+				continue
+			}
+			if id := st.GetActiveRolloutId(); id != "" {
+				if err := s.resume(ctx, app, env, id, e); err != nil {
+					s.log.Error("resume rollout", "rollout", id, "err", err)
+				}
+				continue
+			}
+			cur, err := s.revisionSide(ctx, app, env, st.GetCurrentRevision(), nil)
+			if err != nil {
+				s.log.Error("restore revision", "app", app.GetName(), "err", err)
+				continue
+			}
+			d, err := s.driverFor(cur.Spec)
+			if err != nil {
+				s.log.Error("restore", "app", app.GetName(), "err", err)
+				continue
+			}
+			// Re-route (and heal) what serves: the same call a rollout step makes.
+			go func() {
+				cctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+				defer cancel()
+				if err := s.executor(d, e).Converge(cctx, rollout.State{
+					App: app.GetName(), Env: env.GetName(), New: cur, NewReplicas: cur.Spec.GetReplicas(), Weight: 100,
+				}); err != nil && ctx.Err() == nil {
+					s.log.Error("restore replicas", "app", app.GetName(), "env", env.GetName(), "err", err)
+				}
+			}()
+		}
+	}
+	return nil
+}
+
+func (s *Service) resume(ctx context.Context, app *deployerv1.Application, env *deployerv1.Environment, id string, e *envRuntime) error {
+	v, err := s.store.Rollout(ctx, id)
+	if err != nil {
+		return err
+	}
+	r := v.Value
+	newRev, err := s.revisionSide(ctx, app, env, r.GetToRevision(), r.GetStrategy())
+	if err != nil {
+		return err
+	}
+	newRev.Spec = r.GetEffectiveSpec()
+	oldRev, err := s.revisionSide(ctx, app, env, r.GetFromRevision(), nil)
+	if err != nil {
+		return err
+	}
+	d, err := s.driverFor(newRev.Spec)
+	if err != nil {
+		return err
+	}
+	s.log.Info("resuming rollout", "rollout", id, "step", r.GetCurrentStepIndex(), "phase", r.GetPhase().String())
+	return s.startRollout(r, newRev, oldRev, e, d)
+}
+
+func now() *timestamppb.Timestamp { return timestamppb.Now() }
