@@ -72,7 +72,7 @@ type Service struct {
 	readyCh chan struct{}
 
 	mu      sync.Mutex
-	runCtx  context.Context //nolint:containedctx // the Run context, handed to rollouts started by RPCs
+	runCtx  context.Context        //nolint:containedctx // the Run context, handed to rollouts started by RPCs
 	envs    map[string]*envRuntime // by app/env
 	running sync.WaitGroup
 	seq     atomic.Uint64

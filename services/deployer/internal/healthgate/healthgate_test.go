@@ -86,7 +86,7 @@ func TestWaitPassingAndFailing(t *testing.T) {
 		}
 	}))
 	defer ok.Close()
-	bad := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { http.Error(w, "db down", 503) }))
+	bad := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { http.Error(w, "db down", http.StatusServiceUnavailable) }))
 	defer bad.Close()
 
 	var names []string
