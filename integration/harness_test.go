@@ -22,8 +22,9 @@ import (
 	"google.golang.org/protobuf/proto"
 )
 
-// opsuiteBin is the binary under test, built once by TestMain.
-var opsuiteBin string
+// opsuiteBin is the binary under test and demoBin the workload the deployer
+// tests deploy, both built once by TestMain.
+var opsuiteBin, demoBin string
 
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "opsuite-it-")
@@ -36,6 +37,13 @@ func TestMain(m *testing.M) {
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "build opsuite:", err)
+		os.Exit(1)
+	}
+	demoBin = filepath.Join(dir, "demoapp")
+	build = exec.Command("go", "build", "-o", demoBin, "../services/deployer/internal/rollout/testdata/demoapp")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "build demoapp:", err)
 		os.Exit(1)
 	}
 	code := m.Run()

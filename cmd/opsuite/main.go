@@ -83,6 +83,7 @@ func (f *serverFlags) bind(fs *pflag.FlagSet) {
 	fs.StringVar(&f.cfg.NATSListen, "nats-listen", "127.0.0.1:4222", "host:port where the embedded NATS accepts clients; empty for in-process only")
 	fs.StringVar(&f.cfg.OTLPEndpoint, "otlp-endpoint", "", "host:port of an OTLP/gRPC trace collector")
 	fs.DurationVar(&f.shutdownWait, "shutdown-timeout", 10*time.Second, "how long a graceful stop may take")
+	fs.StringVar(&f.cfg.Docker, "docker", "auto", "the deployer's Docker driver: auto (when a daemon answers), on (required) or off")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&f.logFormat, "log-format", "text", "text or json")
 }
@@ -171,7 +172,8 @@ func newServeCmd(stdout, stderr io.Writer) *cobra.Command {
 	f.bind(cmd.Flags())
 	cmd.Flags().StringSliceVar(&targets, "target", []string{"all"}, "components to run: "+strings.Join(suite.AllTargets, ", ")+" or all")
 	cmd.Flags().StringVar(&f.cfg.NATSURL, "nats-url", "", "URL of an external NATS server; empty embeds one")
-	cmd.Flags().StringVar(&f.cfg.HealthCheckerAddr, "healthchecker-addr", "", "host:port of the health-checker when the gateway runs without it")
+	cmd.Flags().StringVar(&f.cfg.HealthCheckerAddr, "healthchecker-addr", "", "host:port of the health-checker when the gateway or deployer runs without it")
+	cmd.Flags().StringVar(&f.cfg.DeployerAddr, "deployer-addr", "", "host:port of the deployer when the gateway runs without it")
 	return cmd
 }
 

@@ -20,12 +20,14 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	deployerv1 "github.com/opsuite/opsuite/gen/opsuite/deployer/v1"
 	hcv1 "github.com/opsuite/opsuite/gen/opsuite/healthchecker/v1"
 	"github.com/opsuite/opsuite/pkg/eventbus"
 	"github.com/opsuite/opsuite/pkg/grpcserver"
 	"github.com/opsuite/opsuite/pkg/natsembed"
 	"github.com/opsuite/opsuite/pkg/readiness"
 	"github.com/opsuite/opsuite/pkg/telemetry"
+	"github.com/opsuite/opsuite/services/deployer"
 	"github.com/opsuite/opsuite/services/gateway"
 	"github.com/opsuite/opsuite/services/healthchecker"
 	"github.com/prometheus/client_golang/prometheus"
@@ -41,11 +43,12 @@ import (
 // Component names accepted by --target.
 const (
 	TargetHealthChecker = healthchecker.Name
+	TargetDeployer      = deployer.Name
 	TargetGateway       = gateway.Name
 )
 
 // AllTargets are the components `opsuite up` runs, in start order.
-var AllTargets = []string{TargetHealthChecker, TargetGateway}
+var AllTargets = []string{TargetHealthChecker, TargetDeployer, TargetGateway}
 
 // Config is everything a suite process needs; cmd/opsuite fills it from
 // flags and OPSUITE_* variables.
@@ -63,9 +66,14 @@ type Config struct {
 	NATSListen string
 	// Targets are the components to run; empty means all.
 	Targets []string
-	// HealthCheckerAddr is where the gateway reaches a health-checker that
-	// runs in another process.
+	// HealthCheckerAddr is where the gateway and the deployer reach a
+	// health-checker that runs in another process.
 	HealthCheckerAddr string
+	// DeployerAddr is where the gateway reaches a deployer in another process.
+	DeployerAddr string
+	// Docker selects the deployer's Docker driver: "auto" (when the daemon
+	// answers), "on" (required) or "off".
+	Docker string
 	// ShutdownTimeout bounds a graceful stop; default 10s.
 	ShutdownTimeout time.Duration
 	// OTLPEndpoint exports traces over OTLP/gRPC when set.
@@ -89,11 +97,21 @@ func (c *Config) Validate() error {
 	if c.ShutdownTimeout <= 0 {
 		c.ShutdownTimeout = 10 * time.Second
 	}
-	needsNATS := c.has(TargetHealthChecker)
+	needsNATS := c.has(TargetHealthChecker) || c.has(TargetDeployer)
 	if needsNATS && c.NATSURL == "" && c.DataDir == "" {
 		return errors.New("data dir is required for the embedded NATS server (or give --nats-url)")
 	}
-	if c.has(TargetHealthChecker) {
+	switch c.Docker {
+	case "":
+		c.Docker = "auto"
+	case "auto", "on", "off":
+	default:
+		return fmt.Errorf("docker %q: use auto, on or off", c.Docker)
+	}
+	if c.has(TargetDeployer) && !c.has(TargetHealthChecker) && c.HealthCheckerAddr == "" {
+		return errors.New("the deployer without an in-process health-checker needs --healthchecker-addr")
+	}
+	if c.has(TargetHealthChecker) || c.has(TargetDeployer) {
 		if _, _, err := net.SplitHostPort(c.GRPCAddr); err != nil {
 			return fmt.Errorf("grpc address %q: %w", c.GRPCAddr, err)
 		}
@@ -102,8 +120,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("http address %q: %w", c.HTTPAddr, err)
 	}
 	if c.has(TargetGateway) {
-		if !c.has(TargetHealthChecker) && c.HealthCheckerAddr == "" {
-			return errors.New("the gateway without an in-process health-checker needs --healthchecker-addr")
+		if !c.has(TargetHealthChecker) && c.HealthCheckerAddr == "" && !c.has(TargetDeployer) && c.DeployerAddr == "" {
+			return errors.New("the gateway alone needs --healthchecker-addr or --deployer-addr to reach services")
 		}
 	}
 	if c.NATSListen != "" {
@@ -148,7 +166,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, out io.Writer) error
 	// NATS first: everything stateful stands on it.
 	var nc *nats.Conn
 	var natsURL string
-	if cfg.has(TargetHealthChecker) {
+	if cfg.has(TargetHealthChecker) || cfg.has(TargetDeployer) {
 		if cfg.NATSURL == "" {
 			if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
 				return fmt.Errorf("create data dir: %w", err)
@@ -185,18 +203,71 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, out io.Writer) error
 
 	var gs *grpcserver.Server
 	var drainers []interface{ Drain() }
-	var inproc *bufconn.Listener
 	var grpcLis net.Listener
 	var gatewayConns gateway.Conns
-	if cfg.has(TargetHealthChecker) {
+	var inprocConn *grpc.ClientConn
+	var inprocLis *bufconn.Listener
+	dial := func(addr string) (*grpc.ClientConn, error) {
+		conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+			grpc.WithStatsHandler(otelgrpc.NewClientHandler(otelgrpc.WithTracerProvider(tp))))
+		if err != nil {
+			return nil, fmt.Errorf("gRPC client for %s: %w", addr, err)
+		}
+		cleanups = append(cleanups, func() { _ = conn.Close() })
+		return conn, nil
+	}
+	if cfg.has(TargetHealthChecker) || cfg.has(TargetDeployer) {
 		gs, err = grpcserver.New(grpcserver.Config{}, grpcserver.Deps{Logger: log.With("component", "grpc"), Registerer: reg, TracerProvider: tp})
 		if err != nil {
 			return err
 		}
-		js, err := jetstream.New(nc)
+		grpcLis, err = net.Listen("tcp", cfg.GRPCAddr)
 		if err != nil {
-			return fmt.Errorf("jetstream: %w", err)
+			return fmt.Errorf("listen for gRPC on %s: %w", cfg.GRPCAddr, err)
 		}
+		// The gateway and services in this process reach each other over an
+		// in-memory connection, through the same interceptors as outside callers.
+		inproc := bufconn.Listen(1 << 20)
+		inprocConn, err = grpc.NewClient("passthrough:///inprocess",
+			grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return inproc.DialContext(ctx) }),
+			grpc.WithTransportCredentials(insecure.NewCredentials()),
+			grpc.WithStatsHandler(otelgrpc.NewClientHandler(otelgrpc.WithTracerProvider(tp))))
+		if err != nil {
+			return fmt.Errorf("in-process gRPC client: %w", err)
+		}
+		cleanups = append(cleanups, func() { _ = inprocConn.Close() })
+		inprocLis = inproc
+	}
+	js, err := jetstreamOf(nc)
+	if err != nil {
+		return err
+	}
+	// start runs a service and marks it serving once it is ready.
+	var readyChans []<-chan struct{}
+	start := func(name, grpcName string, svc service) {
+		svc.Register(gs)
+		gs.SetServing(grpcName, false)
+		ready.Add(name)
+		readyChans = append(readyChans, svc.Ready())
+		svcGroup.Go(func() error {
+			if err := svc.Run(svcCtx); err != nil {
+				err = fmt.Errorf("%s: %w", name, err)
+				cancelRun(err)
+				return err
+			}
+			return nil
+		})
+		g.Go(func() error {
+			select {
+			case <-svc.Ready():
+				gs.SetServing(grpcName, true)
+				ready.Set(name, true)
+			case <-gctx.Done():
+			}
+			return nil
+		})
+	}
+	if cfg.has(TargetHealthChecker) {
 		bus, err := eventbus.New(ctx, nc, eventbus.Config{Source: "opsuite/" + healthchecker.Name}, log.With("component", "eventbus"))
 		if err != nil {
 			return err
@@ -207,46 +278,54 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, out io.Writer) error
 		if err != nil {
 			return err
 		}
-		hc.Register(gs)
 		drainers = append(drainers, hc)
-		svcName := hcv1.HealthCheckerService_ServiceDesc.ServiceName
-		gs.SetServing(svcName, false)
-		ready.Add(healthchecker.Name)
-		svcGroup.Go(func() error {
-			if err := hc.Run(svcCtx); err != nil {
-				err = fmt.Errorf("%s: %w", healthchecker.Name, err)
-				cancelRun(err)
-				return err
-			}
-			return nil
-		})
-		g.Go(func() error {
-			select {
-			case <-hc.Ready():
-				gs.SetServing(svcName, true)
-				gs.SetServing("", true)
-				ready.Set(healthchecker.Name, true)
-			case <-gctx.Done():
-			}
-			return nil
-		})
-
-		grpcLis, err = net.Listen("tcp", cfg.GRPCAddr)
-		if err != nil {
-			return fmt.Errorf("listen for gRPC on %s: %w", cfg.GRPCAddr, err)
+		start(healthchecker.Name, hcv1.HealthCheckerService_ServiceDesc.ServiceName, hc)
+		gatewayConns.HealthChecker = inprocConn
+	} else if cfg.HealthCheckerAddr != "" {
+		if gatewayConns.HealthChecker, err = dial(cfg.HealthCheckerAddr); err != nil {
+			return err
 		}
-		inproc = bufconn.Listen(1 << 20)
+	}
+	if cfg.has(TargetDeployer) {
+		bus, err := eventbus.New(ctx, nc, eventbus.Config{Source: "opsuite/" + deployer.Name}, log.With("component", "eventbus"))
+		if err != nil {
+			return err
+		}
+		dataDir := cfg.DataDir
+		if dataDir == "" {
+			dataDir = "."
+		}
+		dep, err := deployer.New(deployer.Config{
+			ProcessStateDir: filepath.Join(dataDir, "deployer", "process"), Docker: cfg.Docker,
+		}, deployer.Deps{
+			Logger: log.With("service", deployer.Name), Registerer: reg, JetStream: js, Events: bus,
+			HealthChecker: hcv1.NewHealthCheckerServiceClient(gatewayConns.HealthChecker),
+		})
+		if err != nil {
+			return err
+		}
+		start(deployer.Name, deployerv1.DeployerService_ServiceDesc.ServiceName, dep)
+		gatewayConns.Deployer = inprocConn
+	} else if cfg.DeployerAddr != "" {
+		if gatewayConns.Deployer, err = dial(cfg.DeployerAddr); err != nil {
+			return err
+		}
+	}
+	if gs != nil {
+		// Serve once every service is registered.
 		g.Go(func() error { return serveGRPC(gs.Server, grpcLis) })
-		g.Go(func() error { return serveGRPC(gs.Server, inproc) })
-		conn, err := grpc.NewClient("passthrough:///inprocess",
-			grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return inproc.DialContext(ctx) }),
-			grpc.WithTransportCredentials(insecure.NewCredentials()),
-			grpc.WithStatsHandler(otelgrpc.NewClientHandler(otelgrpc.WithTracerProvider(tp))))
-		if err != nil {
-			return fmt.Errorf("in-process gRPC client: %w", err)
-		}
-		cleanups = append(cleanups, func() { _ = conn.Close() })
-		gatewayConns.HealthChecker = conn
+		g.Go(func() error { return serveGRPC(gs.Server, inprocLis) })
+		g.Go(func() error {
+			for _, ch := range readyChans {
+				select {
+				case <-ch:
+				case <-gctx.Done():
+					return nil
+				}
+			}
+			gs.SetServing("", true)
+			return nil
+		})
 	}
 
 	// Every process serves /metrics, /healthz and /readyz; the gateway adds
@@ -255,15 +334,6 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, out io.Writer) error
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	ready.Register(mux)
 	if cfg.has(TargetGateway) {
-		if gatewayConns.HealthChecker == nil {
-			conn, err := grpc.NewClient(cfg.HealthCheckerAddr, grpc.WithTransportCredentials(insecure.NewCredentials()),
-				grpc.WithStatsHandler(otelgrpc.NewClientHandler(otelgrpc.WithTracerProvider(tp))))
-			if err != nil {
-				return fmt.Errorf("health-checker client for %s: %w", cfg.HealthCheckerAddr, err)
-			}
-			cleanups = append(cleanups, func() { _ = conn.Close() })
-			gatewayConns.HealthChecker = conn
-		}
 		gw, err := gateway.New(ctx, gateway.Config{Version: cfg.Version}, gateway.Deps{Logger: log.With("component", "gateway"), Conns: gatewayConns})
 		if err != nil {
 			return err
@@ -352,4 +422,22 @@ func stopGRPC(s *grpc.Server, grace time.Duration) {
 		s.Stop()
 		<-done
 	}
+}
+
+// service is what every Opsuite service provides to the suite.
+type service interface {
+	Register(grpc.ServiceRegistrar)
+	Run(ctx context.Context) error
+	Ready() <-chan struct{}
+}
+
+func jetstreamOf(nc *nats.Conn) (jetstream.JetStream, error) {
+	if nc == nil {
+		return nil, nil
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, fmt.Errorf("jetstream: %w", err)
+	}
+	return js, nil
 }

@@ -12,12 +12,15 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 	deployerv1 "github.com/opsuite/opsuite/gen/opsuite/deployer/v1"
 	hcv1 "github.com/opsuite/opsuite/gen/opsuite/healthchecker/v1"
 	"github.com/opsuite/opsuite/pkg/eventbus"
 	"github.com/opsuite/opsuite/services/deployer/internal/driver"
+	"github.com/opsuite/opsuite/services/deployer/internal/driver/docker"
+	"github.com/opsuite/opsuite/services/deployer/internal/driver/process"
 	"github.com/opsuite/opsuite/services/deployer/internal/healthgate"
 	"github.com/opsuite/opsuite/services/deployer/internal/rollout"
 	"github.com/opsuite/opsuite/services/deployer/internal/router"
@@ -36,6 +39,12 @@ const DefaultEnvironment = "default"
 type Config struct {
 	// StoreReplicas is the JetStream replica count of the deployer's buckets.
 	StoreReplicas int
+	// ProcessStateDir holds the process driver's records of running
+	// replicas; required unless Deps.Drivers is given.
+	ProcessStateDir string
+	// Docker selects the Docker driver: "auto" (when the daemon answers,
+	// the default), "on" (required) or "off".
+	Docker string
 }
 
 // Publisher publishes domain events.
@@ -51,7 +60,8 @@ type Deps struct {
 	Events     Publisher
 	// HealthChecker gates new replicas.
 	HealthChecker hcv1.HealthCheckerServiceClient
-	// Drivers by kind ("docker", "process"); at least one.
+	// Drivers by kind ("docker", "process"); when nil, New opens them from
+	// Config and Run closes them.
 	Drivers map[string]driver.Driver
 }
 
@@ -66,7 +76,9 @@ type Service struct {
 	events  Publisher
 	gate    *healthgate.Gate
 	drivers map[string]driver.Driver
-	store   *store.Store
+	// ownDrivers says Run closes the drivers (New opened them).
+	ownDrivers bool
+	store      *store.Store
 
 	ready   atomic.Bool
 	readyCh chan struct{}
@@ -96,18 +108,57 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	if deps.JetStream == nil || deps.Events == nil || deps.HealthChecker == nil {
 		return nil, errors.New("deployer: JetStream, events and a health-checker client are required")
 	}
-	if len(deps.Drivers) == 0 {
-		return nil, errors.New("deployer: at least one driver is required")
-	}
 	log := deps.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	drivers, owned := deps.Drivers, false
+	if drivers == nil {
+		var err error
+		if drivers, err = openDrivers(cfg, log); err != nil {
+			return nil, err
+		}
+		owned = true
+	}
 	return &Service{
 		cfg: cfg, log: log, reg: deps.Registerer, js: deps.JetStream, events: deps.Events,
-		gate: healthgate.New(deps.HealthChecker), drivers: deps.Drivers,
+		gate: healthgate.New(deps.HealthChecker), drivers: drivers, ownDrivers: owned,
 		readyCh: make(chan struct{}), envs: map[string]*envRuntime{},
 	}, nil
+}
+
+// openDrivers opens local processes always and Docker when its daemon
+// answers (or fails when Config.Docker is "on" and it does not).
+func openDrivers(cfg Config, log *slog.Logger) (map[string]driver.Driver, error) {
+	if cfg.ProcessStateDir == "" {
+		return nil, errors.New("deployer: process state dir is required")
+	}
+	proc, err := process.New(process.Config{StateDir: cfg.ProcessStateDir}, log.With("driver", "process"))
+	if err != nil {
+		return nil, fmt.Errorf("deployer: process driver: %w", err)
+	}
+	drivers := map[string]driver.Driver{"process": proc}
+	switch cfg.Docker {
+	case "off":
+		return drivers, nil
+	case "", "auto", "on":
+	default:
+		_ = proc.Close()
+		return nil, fmt.Errorf("deployer: docker %q: use auto, on or off", cfg.Docker)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	d, err := docker.New(ctx, docker.Config{PingTimeout: 3 * time.Second}, log.With("driver", "docker"))
+	switch {
+	case err == nil:
+		drivers["docker"] = d
+	case cfg.Docker == "on":
+		_ = proc.Close()
+		return nil, fmt.Errorf("deployer: docker driver: %w", err)
+	default:
+		log.Info("docker driver off: no daemon answers, so image workloads cannot deploy here", "reason", err)
+	}
+	return drivers, nil
 }
 
 // Register adds the service to a gRPC server.
@@ -142,6 +193,11 @@ func (s *Service) Run(ctx context.Context) error {
 		_ = e.router.Close()
 	}
 	s.mu.Unlock()
+	if s.ownDrivers {
+		for _, d := range s.drivers {
+			_ = d.Close()
+		}
+	}
 	return nil
 }
 

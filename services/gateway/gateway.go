@@ -17,6 +17,7 @@ import (
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"github.com/opsuite/opsuite/gen/openapi"
+	deployerv1 "github.com/opsuite/opsuite/gen/opsuite/deployer/v1"
 	hcv1 "github.com/opsuite/opsuite/gen/opsuite/healthchecker/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -43,6 +44,7 @@ type Config struct {
 // nil connection leaves that service's routes unregistered (404).
 type Conns struct {
 	HealthChecker *grpc.ClientConn
+	Deployer      *grpc.ClientConn
 }
 
 // Deps are the gateway's collaborators.
@@ -79,6 +81,11 @@ func New(ctx context.Context, cfg Config, deps Deps) (*Gateway, error) {
 	if c := deps.Conns.HealthChecker; c != nil {
 		if err := hcv1.RegisterHealthCheckerServiceHandler(ctx, mux, c); err != nil {
 			return nil, fmt.Errorf("gateway: register health-checker routes: %w", err)
+		}
+	}
+	if c := deps.Conns.Deployer; c != nil {
+		if err := deployerv1.RegisterDeployerServiceHandler(ctx, mux, c); err != nil {
+			return nil, fmt.Errorf("gateway: register deployer routes: %w", err)
 		}
 	}
 	doc, err := openAPIDocument(cfg.Version)
