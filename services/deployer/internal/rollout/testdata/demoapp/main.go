@@ -1,6 +1,7 @@
 // Command demoapp is the workload the rollout tests deploy: it answers
 // every request with its VERSION on $PORT, and can be told to be unhealthy
 // (UNHEALTHY=1 fails /healthz) or to fail requests (FAIL=1 answers 500).
+// It listens on BIND (default 127.0.0.1) at $PORT.
 package main
 
 import (
@@ -30,7 +31,12 @@ func main() {
 		}
 		fmt.Fprint(w, version)
 	})
-	srv := &http.Server{Addr: "127.0.0.1:" + os.Getenv("PORT"), Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	// Local processes listen on loopback; in a container BIND=0.0.0.0.
+	host := os.Getenv("BIND")
+	if host == "" {
+		host = "127.0.0.1"
+	}
+	srv := &http.Server{Addr: host + ":" + os.Getenv("PORT"), Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
 	go func() {
