@@ -181,6 +181,12 @@ func (s *Service) startRollout(r *deployerv1.Rollout, newRev, oldRev rollout.Rev
 	}
 	runner := &rollout.Runner{
 		Exec: s.executor(d, e),
+		// A revision that passes its health check but fails requests through
+		// the router is rolled back too.
+		Guard: &rollout.ErrorGuard{Counts: func(rev int64) (uint64, uint64) {
+			st, _ := e.router.Stats(rev)
+			return st.Requests, st.Errors
+		}},
 		Save: func(ctx context.Context, cur *deployerv1.Rollout) error {
 			rev, err := s.store.UpdateRollout(ctx, cur, lastRev)
 			if err != nil {

@@ -440,3 +440,43 @@ func TestRestartMidRolloutResumes(t *testing.T) {
 	}
 	l.finish(t)
 }
+
+// TestFailingRequestsRollBack deploys a canary that passes its health check
+// but answers 500: the error guard trips on the router's counts and the
+// rollout goes straight back to the stable revision.
+func TestFailingRequestsRollBack(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts real processes")
+	}
+	w := newWorld(t)
+	w.runner.Guard = &rollout.ErrorGuard{
+		Counts: func(rev int64) (uint64, uint64) {
+			s, _ := w.router.Stats(rev)
+			return s.Requests, s.Errors
+		},
+		Interval: 50 * time.Millisecond,
+	}
+	v1 := rollout.Revision{Number: 1, Spec: spec("v1", rolling())}
+	w.deploy(t, "r1", rollout.Revision{}, v1, nil)
+	l := startLoad(t, w.url, 4)
+	st := &deployerv1.Strategy{Kind: &deployerv1.Strategy_Canary{Canary: &deployerv1.CanaryStrategy{Steps: []*deployerv1.CanaryStep{
+		{Step: &deployerv1.CanaryStep_SetWeight{SetWeight: &deployerv1.SetWeightStep{Weight: 34}}},
+		{Step: &deployerv1.CanaryStep_Pause{Pause: &deployerv1.PauseStep{Duration: durationpb.New(20 * time.Second)}}},
+	}}}}
+	v2 := rollout.Revision{Number: 2, Spec: spec("v2", st, &deployerv1.EnvVar{Name: "FAIL", Value: "1"})}
+	start := time.Now()
+	r := w.deploy(t, "r2", v1, v2, nil)
+	if r.GetPhase() != deployerv1.RolloutPhase_ROLLOUT_PHASE_ROLLED_BACK || r.GetRollbackTrigger() != deployerv1.RollbackTrigger_ROLLBACK_TRIGGER_FAILED_ANALYSIS {
+		t.Fatalf("failing canary: %s (%s): %s", r.GetPhase(), r.GetRollbackTrigger(), r.GetMessage())
+	}
+	t.Logf("rolled back after %s: %s", time.Since(start).Round(time.Millisecond), r.GetMessage())
+	if time.Since(start) > 15*time.Second {
+		t.Fatal("the guard waited for the pause to end")
+	}
+	close(l.stop)
+	l.wg.Wait()
+	t.Logf("requests during the failing canary: %d ok, %d failed", l.ok.Load(), l.fail.Load())
+	if got := w.versions(t); got["v1"] != 30 {
+		t.Fatalf("after rollback: served %v", got)
+	}
+}

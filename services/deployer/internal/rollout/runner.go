@@ -36,6 +36,9 @@ type Runner struct {
 	Save func(ctx context.Context, r *deployerv1.Rollout) error
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
+	// Guard, when set, rolls back a new revision whose requests fail too
+	// often while the rollout runs.
+	Guard *ErrorGuard
 }
 
 func (rn *Runner) now() time.Time {
@@ -90,6 +93,13 @@ func (rn *Runner) Run(ctx context.Context, r *deployerv1.Rollout, newRev, oldRev
 	if err := rn.save(ctx, r); err != nil {
 		return err
 	}
+	// Steps run under a context the error guard can cancel, with a cause.
+	parent := ctx
+	ctx, cancelSteps := context.WithCancelCause(parent)
+	defer cancelSteps(nil)
+	if rn.Guard != nil && oldRev.Number != 0 {
+		go rn.Guard.watch(ctx, newRev.Number, cancelSteps)
+	}
 	for i := int(r.GetCurrentStepIndex()); i < len(r.GetSteps()); i++ {
 		step := r.GetSteps()[i]
 		r.CurrentStepIndex = int32(i)
@@ -105,11 +115,18 @@ func (rn *Runner) Run(ctx context.Context, r *deployerv1.Rollout, newRev, oldRev
 		if errors.Is(err, errAborted) {
 			step.State = deployerv1.StepState_STEP_STATE_FAILED
 			step.Message = "aborted"
-			return rn.rollback(ctx, r, newRev, oldRev, deployerv1.RollbackTrigger_ROLLBACK_TRIGGER_ABORT, "aborted by request")
+			return rn.rollback(parent, r, newRev, oldRev, deployerv1.RollbackTrigger_ROLLBACK_TRIGGER_ABORT, "aborted by request")
+		}
+		var tripped *GuardTripped
+		if errors.As(context.Cause(ctx), &tripped) {
+			step.State = deployerv1.StepState_STEP_STATE_FAILED
+			step.Message = tripped.Error()
+			step.EndTime = timestamppb.New(rn.now())
+			return rn.rollback(parent, r, newRev, oldRev, deployerv1.RollbackTrigger_ROLLBACK_TRIGGER_FAILED_ANALYSIS, tripped.Error())
 		}
 		if err != nil {
-			if ctx.Err() != nil {
-				return ctx.Err() // shutting down: resume later
+			if parent.Err() != nil {
+				return parent.Err() // shutting down: resume later
 			}
 			step.State = deployerv1.StepState_STEP_STATE_FAILED
 			step.Message = err.Error()
@@ -118,7 +135,7 @@ func (rn *Runner) Run(ctx context.Context, r *deployerv1.Rollout, newRev, oldRev
 			if errors.Is(err, context.DeadlineExceeded) {
 				trigger = deployerv1.RollbackTrigger_ROLLBACK_TRIGGER_DEADLINE
 			}
-			return rn.rollback(ctx, r, newRev, oldRev, trigger, err.Error())
+			return rn.rollback(parent, r, newRev, oldRev, trigger, err.Error())
 		}
 		step.State = deployerv1.StepState_STEP_STATE_SUCCEEDED
 		step.EndTime = timestamppb.New(rn.now())
@@ -130,13 +147,13 @@ func (rn *Runner) Run(ctx context.Context, r *deployerv1.Rollout, newRev, oldRev
 				rest.Message = "skipped: promoted to full"
 			}
 			if err := rn.converge(ctx, r, newRev, oldRev, r.GetDesiredReplicas(), 0, 100, deadline); err != nil {
-				return rn.rollback(ctx, r, newRev, oldRev, deployerv1.RollbackTrigger_ROLLBACK_TRIGGER_FAILED_HEALTH, err.Error())
+				return rn.rollback(parent, r, newRev, oldRev, deployerv1.RollbackTrigger_ROLLBACK_TRIGGER_FAILED_HEALTH, err.Error())
 			}
 			break
 		}
 	}
 	r.CurrentStepIndex = int32(len(r.GetSteps()))
-	return rn.finish(ctx, r, deployerv1.RolloutPhase_ROLLOUT_PHASE_SUCCEEDED, "rolled out")
+	return rn.finish(parent, r, deployerv1.RolloutPhase_ROLLOUT_PHASE_SUCCEEDED, "rolled out")
 }
 
 var errAborted = errors.New("aborted")
