@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -296,3 +297,50 @@ func TestDeployRollbackAndRestart(t *testing.T) {
 		t.Fatal("router still answers after the application was deleted")
 	}
 }
+
+func TestPlanDeployChangesNothing(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts real processes")
+	}
+	s := newSuite(t)
+	ctx := t.Context()
+	v1 := appSpec("v1", &deployerv1.EnvVar{Name: "TOKEN", Value: "hunter2", Secret: true})
+	if _, err := s.client.CreateApplication(ctx, &deployerv1.CreateApplicationRequest{Application: &deployerv1.Application{Name: "shop", Spec: v1}}); err != nil {
+		t.Fatal(err)
+	}
+	first, err := s.client.PlanDeploy(ctx, &deployerv1.PlanDeployRequest{Name: "shop"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := first.GetPlan(); !p.GetNewRevision() || p.GetFromRevision() != 0 || len(p.GetSteps()) != 1 || p.GetSteps()[0].GetNewReplicas() != 2 {
+		t.Fatalf("first plan: %v", p)
+	}
+	if r := s.deploy(t, v1); r.GetPhase() != deployerv1.RolloutPhase_ROLLOUT_PHASE_SUCCEEDED {
+		t.Fatalf("v1: %s", r.GetMessage())
+	}
+	same, err := s.client.PlanDeploy(ctx, &deployerv1.PlanDeployRequest{Name: "shop"})
+	if err != nil || !same.GetPlan().GetUnchanged() {
+		t.Fatalf("plan of the serving spec: %v %v, want unchanged", same, err)
+	}
+	v2 := appSpec("v2", &deployerv1.EnvVar{Name: "TOKEN", Value: "hunter3", Secret: true})
+	next, err := s.client.PlanDeploy(ctx, &deployerv1.PlanDeployRequest{Name: "shop", Source: &deployerv1.PlanDeployRequest_Spec{Spec: v2}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := next.GetPlan()
+	if !p.GetNewRevision() || p.GetFromRevision() != 1 || len(p.GetChanges()) != 1 || p.GetChanges()[0].GetPath() != "env" {
+		t.Fatalf("plan to v2: %v", p)
+	}
+	if c := p.GetChanges()[0]; strings.Contains(c.GetOldValue()+c.GetNewValue(), "hunter") || !strings.Contains(c.GetNewValue(), "v2") {
+		t.Fatalf("env change %v: secrets must be masked and the version shown", c)
+	}
+	if len(p.GetSteps()) != 4 || p.GetExpectedDuration().AsDuration() <= 0 {
+		t.Fatalf("rolling 2 replicas: %d steps, %s expected", len(p.GetSteps()), p.GetExpectedDuration().AsDuration())
+	}
+	// Planning created nothing.
+	revs, err := s.client.ListRevisions(ctx, &deployerv1.ListRevisionsRequest{Application: "shop"})
+	if err != nil || len(revs.GetRevisions()) != 1 {
+		t.Fatalf("revisions after planning: %v %v", revs, err)
+	}
+}
+

@@ -477,3 +477,40 @@ func (s *Service) Rollback(ctx context.Context, req *deployerv1.RollbackRequest)
 	}
 	return &deployerv1.RollbackResponse{Rollout: resp.GetRollout()}, nil
 }
+
+// GetRevision returns one kept revision (secret values masked).
+func (s *Service) GetRevision(ctx context.Context, req *deployerv1.GetRevisionRequest) (*deployerv1.GetRevisionResponse, error) {
+	if err := s.check(); err != nil {
+		return nil, toStatus(err)
+	}
+	v, err := s.store.Revision(ctx, req.GetApplication(), req.GetNumber())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &deployerv1.GetRevisionResponse{Revision: maskedRevision(v.Value)}, nil
+}
+
+// ListRevisions lists an application's kept revisions, newest first.
+func (s *Service) ListRevisions(ctx context.Context, req *deployerv1.ListRevisionsRequest) (*deployerv1.ListRevisionsResponse, error) {
+	if err := s.check(); err != nil {
+		return nil, toStatus(err)
+	}
+	if _, err := s.store.Application(ctx, req.GetApplication()); err != nil {
+		return nil, toStatus(err)
+	}
+	revs, err := s.store.Revisions(ctx, req.GetApplication())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	resp := &deployerv1.ListRevisionsResponse{}
+	for _, r := range revs {
+		resp.Revisions = append(resp.Revisions, maskedRevision(r))
+	}
+	return resp, nil
+}
+
+func maskedRevision(r *deployerv1.Revision) *deployerv1.Revision {
+	out := proto.CloneOf(r)
+	out.Spec = masked(out.GetSpec())
+	return out
+}
