@@ -343,4 +343,3 @@ func TestPlanDeployChangesNothing(t *testing.T) {
 		t.Fatalf("revisions after planning: %v %v", revs, err)
 	}
 }
-
