@@ -343,3 +343,51 @@ func TestPlanDeployChangesNothing(t *testing.T) {
 		t.Fatalf("revisions after planning: %v %v", revs, err)
 	}
 }
+
+func TestScaleAndListReplicas(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts real processes")
+	}
+	s := newSuite(t)
+	ctx := t.Context()
+	if _, err := s.client.CreateApplication(ctx, &deployerv1.CreateApplicationRequest{Application: &deployerv1.Application{Name: "shop", Spec: appSpec("v1")}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.client.Scale(ctx, &deployerv1.ScaleRequest{Name: "shop", Replicas: 3}); status.Code(err) != codes.FailedPrecondition {
+		t.Fatalf("scale before any deploy: %v, want FailedPrecondition", err)
+	}
+	s.deploy(t, appSpec("v1"))
+	count := func() int {
+		resp, err := s.client.ListReplicas(ctx, &deployerv1.ListReplicasRequest{Application: "shop"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range resp.GetReplicas() {
+			if r.GetState() != deployerv1.ReplicaState_REPLICA_STATE_RUNNING || r.GetHostPort() == 0 || r.GetRevision() != 1 {
+				t.Fatalf("replica %v", r)
+			}
+		}
+		return len(resp.GetReplicas())
+	}
+	if n := count(); n != 2 {
+		t.Fatalf("%d replicas, want 2", n)
+	}
+	for _, want := range []int32{4, 1} {
+		if _, err := s.client.Scale(ctx, &deployerv1.ScaleRequest{Name: "shop", Replicas: want}); err != nil {
+			t.Fatal(err)
+		}
+		if n := count(); n != int(want) {
+			t.Fatalf("after scaling to %d: %d replicas", want, n)
+		}
+		if got := served(t, s.endpoint(t)); got != "v1" {
+			t.Fatalf("serves %q", got)
+		}
+	}
+	if _, err := s.client.Scale(ctx, &deployerv1.ScaleRequest{Name: "shop", Replicas: -1}); status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("negative scale: %v", err)
+	}
+	// A later deploy keeps the scaled count.
+	if r := s.deploy(t, appSpec("v2")); r.GetDesiredReplicas() != 1 {
+		t.Fatalf("deploy after scale to 1 wants %d replicas", r.GetDesiredReplicas())
+	}
+}

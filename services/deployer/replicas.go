@@ -1,0 +1,163 @@
+package deployer
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	deployerv1 "github.com/opsuite/opsuite/gen/opsuite/deployer/v1"
+	"github.com/opsuite/opsuite/services/deployer/internal/driver"
+	"github.com/opsuite/opsuite/services/deployer/internal/rollout"
+	"google.golang.org/protobuf/types/known/timestamppb"
+)
+
+// ListReplicas reports the replicas the drivers run for an application.
+func (s *Service) ListReplicas(ctx context.Context, req *deployerv1.ListReplicasRequest) (*deployerv1.ListReplicasResponse, error) {
+	if err := s.check(); err != nil {
+		return nil, toStatus(err)
+	}
+	if _, err := s.store.Application(ctx, req.GetApplication()); err != nil {
+		return nil, toStatus(err)
+	}
+	match := map[string]string{driver.LabelApp: req.GetApplication()}
+	if req.GetEnvironment() != "" {
+		match[driver.LabelEnvironment] = req.GetEnvironment()
+	}
+	if req.GetRevision() != 0 {
+		match[driver.LabelRevision] = strconv.FormatUint(uint64(req.GetRevision()), 10)
+	}
+	resp := &deployerv1.ListReplicasResponse{}
+	kinds := make([]string, 0, len(s.drivers))
+	for k := range s.drivers {
+		kinds = append(kinds, k)
+	}
+	slices.Sort(kinds)
+	for _, kind := range kinds {
+		reps, err := s.drivers[kind].List(ctx, match)
+		if err != nil {
+			return nil, toStatus(fmt.Errorf("list %s replicas: %w", kind, err))
+		}
+		for _, r := range reps {
+			if r.Revision != int64(req.GetRevision()) && req.GetRevision() != 0 {
+				continue
+			}
+			p := replicaProto(kind, r)
+			if !req.GetIncludeStopped() && (p.GetState() == deployerv1.ReplicaState_REPLICA_STATE_STOPPED || p.GetState() == deployerv1.ReplicaState_REPLICA_STATE_FAILED) {
+				continue
+			}
+			resp.Replicas = append(resp.Replicas, p)
+		}
+	}
+	slices.SortFunc(resp.Replicas, func(a, b *deployerv1.Replica) int { return strings.Compare(a.GetId(), b.GetId()) })
+	return resp, nil
+}
+
+func replicaProto(kind string, r driver.Replica) *deployerv1.Replica {
+	p := &deployerv1.Replica{
+		Id: r.ID, Name: r.ID, Application: r.App, Environment: r.Environment, Revision: uint32(r.Revision),
+		Restarts: int32(r.Restarts), ExitCode: int32(r.ExitCode), Reason: r.Reason, HealthTarget: r.ID,
+	}
+	switch kind {
+	case "docker":
+		p.Driver = deployerv1.DriverKind_DRIVER_KIND_DOCKER
+		p.DriverStatus = &deployerv1.Replica_Docker{Docker: &deployerv1.DockerReplicaStatus{ContainerId: r.RuntimeID, ContainerName: r.ID}}
+	case "process":
+		p.Driver = deployerv1.DriverKind_DRIVER_KIND_PROCESS
+		pid, _ := strconv.Atoi(r.RuntimeID)
+		p.DriverStatus = &deployerv1.Replica_Process{Process: &deployerv1.ProcessReplicaStatus{Pid: int32(pid)}}
+	}
+	switch r.State {
+	case driver.StateRunning:
+		p.State = deployerv1.ReplicaState_REPLICA_STATE_RUNNING
+	case driver.StateStarting:
+		p.State = deployerv1.ReplicaState_REPLICA_STATE_STARTING
+		if r.Restarts > 0 {
+			p.State = deployerv1.ReplicaState_REPLICA_STATE_RESTARTING
+		}
+	case driver.StateExited:
+		p.State = deployerv1.ReplicaState_REPLICA_STATE_FAILED
+	case driver.StateStopped:
+		p.State = deployerv1.ReplicaState_REPLICA_STATE_STOPPED
+	}
+	for i, b := range r.Bindings {
+		host := b.HostIP
+		if host == "" || host == "0.0.0.0" {
+			host = "127.0.0.1"
+		}
+		p.Ports = append(p.Ports, &deployerv1.PortBinding{Name: b.Name, ContainerPort: uint32(b.ContainerPort), HostAddress: host, HostPort: uint32(b.HostPort)})
+		if i == 0 {
+			p.HostAddress, p.HostPort = host, uint32(b.HostPort)
+		}
+	}
+	if !r.StartedAt.IsZero() {
+		p.StartTime = timestamppb.New(r.StartedAt)
+	}
+	return p
+}
+
+// Scale changes how many replicas of the serving revision run in an
+// environment, starting new ones health-gated and draining the ones it stops.
+func (s *Service) Scale(ctx context.Context, req *deployerv1.ScaleRequest) (*deployerv1.ScaleResponse, error) {
+	if err := s.check(); err != nil {
+		return nil, toStatus(err)
+	}
+	if n := req.GetReplicas(); n < 0 || n > 1000 {
+		return nil, toStatus(&fieldError{"replicas", fmt.Sprintf("must be 0-1000, got %d", n)})
+	}
+	v, err := s.store.Application(ctx, req.GetName())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	app := v.Value
+	env, err := environment(app, req.GetEnvironment())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	if id := env.GetStatus().GetActiveRolloutId(); id != "" {
+		return nil, toStatus(fmt.Errorf("%w: rollout %s is in progress; scale after it ends", errBusy, id))
+	}
+	cur := env.GetStatus().GetCurrentRevision()
+	if cur == 0 {
+		return nil, toStatus(fmt.Errorf("%w: %s/%s has not been deployed yet", errBusy, app.GetName(), env.GetName()))
+	}
+	n := req.GetReplicas()
+	if env.Overrides == nil {
+		env.Overrides = &deployerv1.EnvironmentOverrides{}
+	}
+	env.Overrides.Replicas = &n
+	side, err := s.revisionSide(ctx, app, env, cur, nil)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	d, err := s.driverFor(side.Spec)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	e, err := s.routerFor(app.GetName(), env.GetName(), "")
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	deadline := side.Spec.GetProgressDeadline().AsDuration()
+	if deadline <= 0 {
+		deadline = 10 * time.Minute
+	}
+	cctx, cancel := context.WithTimeout(ctx, deadline)
+	defer cancel()
+	if err := s.executor(d, e).Converge(cctx, rollout.State{
+		App: app.GetName(), Env: env.GetName(), New: side, NewReplicas: n, Weight: 100,
+	}); err != nil {
+		return nil, toStatus(fmt.Errorf("scale %s/%s to %d: %w", app.GetName(), env.GetName(), n, err))
+	}
+	if env.Status == nil {
+		env.Status = &deployerv1.EnvironmentStatus{}
+	}
+	env.Status.DesiredReplicas, env.Status.ReadyReplicas = n, n
+	app.UpdateTime = timestamppb.Now()
+	if _, err := s.store.UpdateApplication(ctx, app, v.Revision); err != nil {
+		return nil, toStatus(err)
+	}
+	return &deployerv1.ScaleResponse{Application: app}, nil
+}
