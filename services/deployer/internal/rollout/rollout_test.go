@@ -61,7 +61,7 @@ type world struct {
 	saved  atomic.Pointer[deployerv1.Rollout]
 }
 
-func newWorld(t *testing.T) *world {
+func newWorld(t testing.TB) *world {
 	t.Helper()
 	w := &world{dir: t.TempDir()}
 	var err error
@@ -110,7 +110,7 @@ func newWorld(t *testing.T) *world {
 	return w
 }
 
-func startChecker(t *testing.T) hcv1.HealthCheckerServiceClient {
+func startChecker(t testing.TB) hcv1.HealthCheckerServiceClient {
 	t.Helper()
 	srv := natstest.Start(t, "")
 	bus, err := eventbus.New(t.Context(), srv.Conn, eventbus.Config{Source: "test"}, nil)
@@ -163,7 +163,7 @@ func spec(version string, strategy *deployerv1.Strategy, env ...*deployerv1.EnvV
 	}
 }
 
-func (w *world) deploy(t *testing.T, id string, from, to rollout.Revision, signals <-chan rollout.Signal) *deployerv1.Rollout {
+func (w *world) deploy(t testing.TB, id string, from, to rollout.Revision, signals <-chan rollout.Signal) *deployerv1.Rollout {
 	t.Helper()
 	r := &deployerv1.Rollout{Id: id, Application: "shop", Environment: "prod", Strategy: to.Spec.GetStrategy(), EffectiveSpec: to.Spec}
 	current := int32(0)
