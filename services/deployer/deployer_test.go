@@ -202,13 +202,37 @@ func served(t *testing.T, url string) string {
 	return last
 }
 
+// deploy deploys spec and follows the rollout on the WatchRollout stream
+// until it ends.
 func (s *suite) deploy(t *testing.T, spec *deployerv1.ApplicationSpec) *deployerv1.Rollout {
 	t.Helper()
 	resp, err := s.client.Deploy(t.Context(), &deployerv1.DeployRequest{Name: "shop", Source: &deployerv1.DeployRequest_Spec{Spec: spec}, Reason: "test"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return s.waitRollout(t, resp.GetRollout().GetId())
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+	watch, err := s.client.WatchRollout(ctx, &deployerv1.WatchRolloutRequest{Application: "shop", Id: resp.GetRollout().GetId()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var last *deployerv1.Rollout
+	updates := 0
+	for {
+		msg, err := watch.Recv()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatalf("watch rollout: %v", err)
+		}
+		last = msg.GetRollout()
+		updates++
+	}
+	if last == nil || updates < 2 {
+		t.Fatalf("watch saw %d updates", updates)
+	}
+	return s.waitRollout(t, last.GetId())
 }
 
 func TestDeployRollbackAndRestart(t *testing.T) {

@@ -514,3 +514,40 @@ func maskedRevision(r *deployerv1.Revision) *deployerv1.Revision {
 	out.Spec = masked(out.GetSpec())
 	return out
 }
+
+// WatchRollout streams a rollout's state on every change until it ends.
+func (s *Service) WatchRollout(req *deployerv1.WatchRolloutRequest, stream deployerv1.DeployerService_WatchRolloutServer) error {
+	if err := s.check(); err != nil {
+		return toStatus(err)
+	}
+	ctx := stream.Context()
+	v, err := s.store.Rollout(ctx, req.GetId())
+	if err != nil {
+		return toStatus(err)
+	}
+	if req.GetApplication() != "" && v.Value.GetApplication() != req.GetApplication() {
+		return status.Errorf(codes.NotFound, "application %s has no rollout %s", req.GetApplication(), req.GetId())
+	}
+	updates, err := s.store.WatchRollout(ctx, req.GetId())
+	if err != nil {
+		return toStatus(err)
+	}
+	for r := range updates {
+		if err := stream.Send(&deployerv1.WatchRolloutResponse{Rollout: r}); err != nil {
+			return err
+		}
+		if isTerminal(r.GetPhase()) {
+			return nil
+		}
+	}
+	return ctx.Err()
+}
+
+func isTerminal(p deployerv1.RolloutPhase) bool {
+	switch p {
+	case deployerv1.RolloutPhase_ROLLOUT_PHASE_SUCCEEDED, deployerv1.RolloutPhase_ROLLOUT_PHASE_ABORTED,
+		deployerv1.RolloutPhase_ROLLOUT_PHASE_ROLLED_BACK, deployerv1.RolloutPhase_ROLLOUT_PHASE_FAILED:
+		return true
+	}
+	return false
+}

@@ -291,3 +291,43 @@ func (s *Store) Rollouts(ctx context.Context, app string) ([]Versioned[*deployer
 	}
 	return out, nil
 }
+
+// WatchRollout sends the rollout's current value and every saved change
+// until ctx ends or the rollout is deleted; the channel closes then.
+func (s *Store) WatchRollout(ctx context.Context, id string) (<-chan *deployerv1.Rollout, error) {
+	w, err := s.rollouts.Watch(ctx, id)
+	if err != nil {
+		return nil, fmt.Errorf("watch rollout %q: %w", id, err)
+	}
+	out := make(chan *deployerv1.Rollout)
+	go func() {
+		defer close(out)
+		defer func() { _ = w.Stop() }()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case e, ok := <-w.Updates():
+				if !ok {
+					return
+				}
+				if e == nil {
+					continue // the end of the initial values
+				}
+				if e.Operation() != jetstream.KeyValuePut {
+					return
+				}
+				r := &deployerv1.Rollout{}
+				if err := proto.Unmarshal(e.Value(), r); err != nil {
+					return
+				}
+				select {
+				case out <- r:
+				case <-ctx.Done():
+					return
+				}
+			}
+		}
+	}()
+	return out, nil
+}
