@@ -551,3 +551,27 @@ func isTerminal(p deployerv1.RolloutPhase) bool {
 	}
 	return false
 }
+
+// Pause holds the active rollout after its current step.
+func (s *Service) Pause(ctx context.Context, req *deployerv1.PauseRequest) (*deployerv1.PauseResponse, error) {
+	if err := s.check(); err != nil {
+		return nil, toStatus(err)
+	}
+	r, err := s.signal(ctx, req.GetName(), req.GetEnvironment(), req.GetRolloutId(), rollout.Pause)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &deployerv1.PauseResponse{Rollout: r}, nil
+}
+
+// Resume continues a rollout held by Pause.
+func (s *Service) Resume(ctx context.Context, req *deployerv1.ResumeRequest) (*deployerv1.ResumeResponse, error) {
+	if err := s.check(); err != nil {
+		return nil, toStatus(err)
+	}
+	r, err := s.signal(ctx, req.GetName(), req.GetEnvironment(), req.GetRolloutId(), rollout.Resume)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &deployerv1.ResumeResponse{Rollout: r}, nil
+}

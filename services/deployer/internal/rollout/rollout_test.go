@@ -480,3 +480,41 @@ func TestFailingRequestsRollBack(t *testing.T) {
 		t.Fatalf("after rollback: served %v", got)
 	}
 }
+
+// TestPauseAndResume holds a rolling update between batches and lets it go on.
+func TestPauseAndResume(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts real processes")
+	}
+	w := newWorld(t)
+	v1 := rollout.Revision{Number: 1, Spec: spec("v1", rolling())}
+	w.deploy(t, "r1", rollout.Revision{}, v1, nil)
+	v2 := rollout.Revision{Number: 2, Spec: spec("v2", rolling())}
+	signals := make(chan rollout.Signal, 1)
+	signals <- rollout.Pause
+	held := make(chan *deployerv1.Rollout, 1)
+	go func() {
+		deadline := time.Now().Add(30 * time.Second)
+		for time.Now().Before(deadline) {
+			if r := w.saved.Load(); r != nil && r.GetId() == "r2" && r.GetPhase() == deployerv1.RolloutPhase_ROLLOUT_PHASE_PAUSED {
+				held <- r
+				time.Sleep(300 * time.Millisecond)
+				signals <- rollout.Resume
+				return
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		close(held)
+	}()
+	r := w.deploy(t, "r2", v1, v2, signals)
+	h := <-held
+	if h == nil || h.GetPauseCause() != deployerv1.PauseCause_PAUSE_CAUSE_USER {
+		t.Fatalf("never held by the user: %v", h)
+	}
+	if r.GetPhase() != deployerv1.RolloutPhase_ROLLOUT_PHASE_SUCCEEDED {
+		t.Fatalf("after resume: %s: %s", r.GetPhase(), r.GetMessage())
+	}
+	if got := w.versions(t); got["v2"] != 30 {
+		t.Fatalf("served %v", got)
+	}
+}

@@ -21,6 +21,10 @@ const (
 	PromoteFull
 	// Abort rolls back to the old revision.
 	Abort
+	// Pause holds the rollout after its current step until Resume.
+	Pause
+	// Resume continues a rollout held by Pause.
+	Resume
 )
 
 // UntilPromoted is the planning estimate for a pause without a duration;
@@ -101,6 +105,19 @@ func (rn *Runner) Run(ctx context.Context, r *deployerv1.Rollout, newRev, oldRev
 		go rn.Guard.watch(ctx, newRev.Number, cancelSteps)
 	}
 	for i := int(r.GetCurrentStepIndex()); i < len(r.GetSteps()); i++ {
+		if err := rn.between(ctx, r, signals); err != nil {
+			if errors.Is(err, errAborted) {
+				return rn.rollback(parent, r, newRev, oldRev, deployerv1.RollbackTrigger_ROLLBACK_TRIGGER_ABORT, "aborted by request")
+			}
+			if parent.Err() != nil {
+				return parent.Err()
+			}
+			var tripped *GuardTripped
+			if errors.As(context.Cause(ctx), &tripped) {
+				return rn.rollback(parent, r, newRev, oldRev, deployerv1.RollbackTrigger_ROLLBACK_TRIGGER_FAILED_ANALYSIS, tripped.Error())
+			}
+			return err
+		}
 		step := r.GetSteps()[i]
 		r.CurrentStepIndex = int32(i)
 		if step.GetState() == deployerv1.StepState_STEP_STATE_PENDING || step.GetStartTime() == nil {
@@ -157,6 +174,43 @@ func (rn *Runner) Run(ctx context.Context, r *deployerv1.Rollout, newRev, oldRev
 }
 
 var errAborted = errors.New("aborted")
+
+// between handles signals that arrive while no pause step waits: Pause
+// holds the rollout here until Resume (or a promotion); Abort ends it.
+func (rn *Runner) between(ctx context.Context, r *deployerv1.Rollout, signals <-chan Signal) error {
+	select {
+	case sig := <-signals:
+		switch sig {
+		case Abort:
+			return errAborted
+		case Pause:
+		default:
+			return nil // nothing is paused: promote and resume have no effect here
+		}
+	default:
+		return nil
+	}
+	r.Phase = deployerv1.RolloutPhase_ROLLOUT_PHASE_PAUSED
+	r.PauseCause = deployerv1.PauseCause_PAUSE_CAUSE_USER
+	if err := rn.save(ctx, r); err != nil {
+		return err
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case sig := <-signals:
+			switch sig {
+			case Abort:
+				return errAborted
+			case Resume, Promote, PromoteFull:
+				r.Phase = deployerv1.RolloutPhase_ROLLOUT_PHASE_PROGRESSING
+				r.PauseCause = deployerv1.PauseCause_PAUSE_CAUSE_UNSPECIFIED
+				return rn.save(ctx, r)
+			}
+		}
+	}
+}
 
 // step runs one step; full reports a PromoteFull received during it.
 func (rn *Runner) step(ctx context.Context, r *deployerv1.Rollout, step *deployerv1.RolloutStep, newRev, oldRev Revision, deadline time.Duration, signals <-chan Signal) (full bool, err error) {
