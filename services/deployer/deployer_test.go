@@ -20,7 +20,7 @@ import (
 	"github.com/opsuite/opsuite/services/deployer"
 	"github.com/opsuite/opsuite/services/deployer/internal/driver"
 	"github.com/opsuite/opsuite/services/deployer/internal/driver/process"
-	"github.com/opsuite/opsuite/services/healthchecker"
+	"github.com/opsuite/opsuite/services/healthchecker/checkertest"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -84,16 +84,7 @@ func newSuite(t *testing.T) *suite {
 	if err != nil {
 		t.Fatal(err)
 	}
-	hsvc, err := healthchecker.New(healthchecker.Config{}, healthchecker.Deps{JetStream: s.nats.JetStream, Events: s.bus})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); _ = hsvc.Run(ctx) }()
-	<-hsvc.Ready()
-	s.hc = hcv1.NewHealthCheckerServiceClient(serve(t, hsvc.Register))
-	t.Cleanup(func() { hsvc.Drain(); cancel(); <-done })
+	s.hc = checkertest.Start(t)
 	s.startDeployer(t)
 	return s
 }

@@ -13,53 +13,11 @@ import (
 
 	deployerv1 "github.com/opsuite/opsuite/gen/opsuite/deployer/v1"
 	hcv1 "github.com/opsuite/opsuite/gen/opsuite/healthchecker/v1"
-	"github.com/opsuite/opsuite/pkg/eventbus"
-	"github.com/opsuite/opsuite/pkg/natsembed/natstest"
 	"github.com/opsuite/opsuite/services/deployer/internal/driver"
 	"github.com/opsuite/opsuite/services/deployer/internal/healthgate"
-	"github.com/opsuite/opsuite/services/healthchecker"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/test/bufconn"
+	"github.com/opsuite/opsuite/services/healthchecker/checkertest"
 	"google.golang.org/protobuf/types/known/durationpb"
 )
-
-// checker runs the real health-checker service in process and returns a
-// client to it.
-func checker(t *testing.T) hcv1.HealthCheckerServiceClient {
-	t.Helper()
-	srv := natstest.Start(t, "")
-	bus, err := eventbus.New(t.Context(), srv.Conn, eventbus.Config{Source: "test"}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	svc, err := healthchecker.New(healthchecker.Config{}, healthchecker.Deps{JetStream: srv.JetStream, Events: bus})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); _ = svc.Run(ctx) }()
-	<-svc.Ready()
-	gs := grpc.NewServer()
-	svc.Register(gs)
-	lis := bufconn.Listen(1 << 20)
-	go func() { _ = gs.Serve(lis) }()
-	conn, err := grpc.NewClient("passthrough:///buf",
-		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
-		grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		svc.Drain()
-		_ = conn.Close()
-		gs.Stop()
-		cancel()
-		<-done
-	})
-	return hcv1.NewHealthCheckerServiceClient(conn)
-}
 
 // replicaFor describes a loopback server as a replica with container port 8080.
 func replicaFor(t *testing.T, id, url string) driver.Replica {
@@ -77,7 +35,7 @@ var httpCheck = &deployerv1.HealthCheck{
 }
 
 func TestWaitPassingAndFailing(t *testing.T) {
-	client := checker(t)
+	client := checkertest.Start(t)
 	gate := healthgate.New(client)
 	ctx := t.Context()
 	ok := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -126,7 +84,7 @@ func TestWaitPassingAndFailing(t *testing.T) {
 }
 
 func TestWaitPassingGivesUpAtDeadline(t *testing.T) {
-	gate := healthgate.New(checker(t))
+	gate := healthgate.New(checkertest.Start(t))
 	slow := &deployerv1.HealthCheck{Probe: &deployerv1.HealthCheck_Tcp{Tcp: &deployerv1.TcpProbe{}}, InitialDelay: durationpb.New(time.Hour)}
 	r := driver.Replica{ID: "shop-prod-r3-a", Bindings: []driver.Binding{{ContainerPort: 80, HostIP: "127.0.0.1", HostPort: 9}}}
 	name, err := gate.Register(t.Context(), r, "g", slow)

@@ -15,18 +15,12 @@ import (
 	"time"
 
 	deployerv1 "github.com/opsuite/opsuite/gen/opsuite/deployer/v1"
-	hcv1 "github.com/opsuite/opsuite/gen/opsuite/healthchecker/v1"
-	"github.com/opsuite/opsuite/pkg/eventbus"
-	"github.com/opsuite/opsuite/pkg/natsembed/natstest"
 	"github.com/opsuite/opsuite/services/deployer/internal/driver"
 	"github.com/opsuite/opsuite/services/deployer/internal/driver/process"
 	"github.com/opsuite/opsuite/services/deployer/internal/healthgate"
 	"github.com/opsuite/opsuite/services/deployer/internal/rollout"
 	"github.com/opsuite/opsuite/services/deployer/internal/router"
-	"github.com/opsuite/opsuite/services/healthchecker"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/test/bufconn"
+	"github.com/opsuite/opsuite/services/healthchecker/checkertest"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 )
@@ -82,7 +76,7 @@ func newWorld(t testing.TB) *world {
 	served := make(chan struct{})
 	go func() { defer close(served); _ = w.router.Serve(ctx, lis) }()
 
-	hc := startChecker(t)
+	hc := checkertest.Start(t)
 	n := 0
 	var mu sync.Mutex
 	w.runner = &rollout.Runner{
@@ -108,41 +102,6 @@ func newWorld(t testing.TB) *world {
 		<-served
 	})
 	return w
-}
-
-func startChecker(t testing.TB) hcv1.HealthCheckerServiceClient {
-	t.Helper()
-	srv := natstest.Start(t, "")
-	bus, err := eventbus.New(t.Context(), srv.Conn, eventbus.Config{Source: "test"}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	svc, err := healthchecker.New(healthchecker.Config{}, healthchecker.Deps{JetStream: srv.JetStream, Events: bus})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); _ = svc.Run(ctx) }()
-	<-svc.Ready()
-	gs := grpc.NewServer()
-	svc.Register(gs)
-	lis := bufconn.Listen(1 << 20)
-	go func() { _ = gs.Serve(lis) }()
-	conn, err := grpc.NewClient("passthrough:///buf",
-		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
-		grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		svc.Drain()
-		_ = conn.Close()
-		gs.Stop()
-		cancel()
-		<-done
-	})
-	return hcv1.NewHealthCheckerServiceClient(conn)
 }
 
 // spec is the demo app at a version, 3 replicas, checked on /healthz.
