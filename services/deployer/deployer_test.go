@@ -232,10 +232,14 @@ func TestDeployRollbackAndRestart(t *testing.T) {
 	}
 	s := newSuite(t)
 	ctx := t.Context()
+	events, err := s.nats.Conn.SubscribeSync("opsuite.deploy.>")
+	if err != nil {
+		t.Fatal(err)
+	}
 	if _, err := s.client.CreateApplication(ctx, &deployerv1.CreateApplicationRequest{Application: &deployerv1.Application{Name: "shop", Spec: appSpec("v1")}}); err != nil {
 		t.Fatal(err)
 	}
-	_, err := s.client.CreateApplication(ctx, &deployerv1.CreateApplicationRequest{Application: &deployerv1.Application{Name: "Bad Name", Spec: appSpec("v1")}})
+	_, err = s.client.CreateApplication(ctx, &deployerv1.CreateApplicationRequest{Application: &deployerv1.Application{Name: "Bad Name", Spec: appSpec("v1")}})
 	if status.Code(err) != codes.InvalidArgument {
 		t.Fatalf("invalid name: %v, want InvalidArgument", err)
 	}
@@ -281,6 +285,27 @@ func TestDeployRollbackAndRestart(t *testing.T) {
 	}
 	if got := served(t, url); got != "v1" {
 		t.Fatalf("after rollback serves %q, want v1", got)
+	}
+
+	// The rollouts were published as events.
+	seen := map[string]int{}
+	for {
+		m, err := events.NextMsg(200 * time.Millisecond)
+		if err != nil {
+			break
+		}
+		seen[m.Subject]++
+		if m.Header.Get("ce-source") != "test" || m.Header.Get("ce-id") == "" {
+			t.Fatalf("event %s without CloudEvents headers: %v", m.Subject, m.Header)
+		}
+	}
+	for subject, atLeast := range map[string]int{
+		"opsuite.deploy.rollout.started": 4, "opsuite.deploy.rollout.step_changed": 4,
+		"opsuite.deploy.rollout.completed": 3, "opsuite.deploy.rollout.rolled_back": 1,
+	} {
+		if seen[subject] < atLeast {
+			t.Errorf("%d %s events, want at least %d (all: %v)", seen[subject], subject, atLeast, seen)
+		}
 	}
 
 	// Restart the deployer: the router comes back on the same endpoint.

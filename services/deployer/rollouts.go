@@ -179,6 +179,11 @@ func (s *Service) startRollout(r *deployerv1.Rollout, newRev, oldRev rollout.Rev
 	if v, err := s.store.Rollout(s.runCtx, r.GetId()); err == nil {
 		lastRev = v.Revision
 	}
+	// Requests through the router during the rollout, on top of what an
+	// earlier run of it (before a restart) counted.
+	base := e.router.Totals()
+	baseTotal, baseFailed := r.GetTotalRequests(), r.GetFailedRequests()
+	prev := proto.CloneOf(r)
 	runner := &rollout.Runner{
 		Exec: s.executor(d, e),
 		// A revision that passes its health check but fails requests through
@@ -188,11 +193,16 @@ func (s *Service) startRollout(r *deployerv1.Rollout, newRev, oldRev rollout.Rev
 			return st.Requests, st.Errors
 		}},
 		Save: func(ctx context.Context, cur *deployerv1.Rollout) error {
+			t := e.router.Totals().Sub(base)
+			cur.TotalRequests = baseTotal + int64(t.Requests)
+			cur.FailedRequests = baseFailed + int64(t.Failed)
 			rev, err := s.store.UpdateRollout(ctx, cur, lastRev)
 			if err != nil {
 				return err
 			}
 			lastRev = rev
+			s.publishChanges(ctx, prev, cur)
+			prev = proto.CloneOf(cur)
 			return nil
 		},
 	}
@@ -213,6 +223,47 @@ func (s *Service) startRollout(r *deployerv1.Rollout, newRev, oldRev rollout.Rev
 		s.finished(context.WithoutCancel(s.runCtx), r, e)
 	}()
 	return nil
+}
+
+// Event types of rollout progress.
+const (
+	EventRolloutStepChanged = "opsuite.deploy.rollout.step_changed"
+	EventRolloutPaused      = "opsuite.deploy.rollout.paused"
+	EventRolloutAborted     = "opsuite.deploy.rollout.aborted"
+)
+
+// publishChanges publishes what changed between two saved states of a
+// rollout: a new step, a pause, an abort. Event ids derive from the state,
+// so a re-save after a restart is de-duplicated by the broker.
+func (s *Service) publishChanges(ctx context.Context, prev, cur *deployerv1.Rollout) {
+	var evs []eventbus.Event
+	if cur.GetCurrentStepIndex() != prev.GetCurrentStepIndex() && int(cur.GetCurrentStepIndex()) < len(cur.GetSteps()) {
+		evs = append(evs, eventbus.Event{
+			Type: EventRolloutStepChanged, ID: fmt.Sprintf("%s-step-%d", cur.GetId(), cur.GetCurrentStepIndex()),
+			Data: &eventsv1.RolloutStepChanged{
+				Rollout: cur, Step: cur.GetSteps()[cur.GetCurrentStepIndex()],
+				PreviousStepIndex: prev.GetCurrentStepIndex(), PreviousCanaryWeight: prev.GetCanaryWeight(),
+			},
+		})
+	}
+	if cur.GetPhase() == deployerv1.RolloutPhase_ROLLOUT_PHASE_PAUSED && prev.GetPhase() != cur.GetPhase() {
+		evs = append(evs, eventbus.Event{
+			Type: EventRolloutPaused, ID: fmt.Sprintf("%s-paused-%d", cur.GetId(), cur.GetCurrentStepIndex()),
+			Data: &eventsv1.RolloutPaused{Rollout: cur},
+		})
+	}
+	if cur.GetRollbackTrigger() == deployerv1.RollbackTrigger_ROLLBACK_TRIGGER_ABORT && prev.GetRollbackTrigger() != cur.GetRollbackTrigger() {
+		evs = append(evs, eventbus.Event{
+			Type: EventRolloutAborted, ID: cur.GetId() + "-aborted",
+			Data: &eventsv1.RolloutAborted{Rollout: cur, Reason: cur.GetMessage()},
+		})
+	}
+	for _, ev := range evs {
+		ev.Subject = cur.GetApplication()
+		if _, err := s.events.Publish(ctx, ev); err != nil {
+			s.log.Warn("publish rollout event", "type", ev.Type, "rollout", cur.GetId(), "err", err)
+		}
+	}
 }
 
 // finished records a rollout's outcome on its environment and publishes it.
