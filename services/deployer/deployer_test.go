@@ -431,3 +431,54 @@ func TestScaleAndListReplicas(t *testing.T) {
 		t.Fatalf("deploy after scale to 1 wants %d replicas", r.GetDesiredReplicas())
 	}
 }
+
+// TestFailingRevisionIsRolledBackAndCounted deploys a canary that passes its
+// health check but answers 500 while requests flow: the deployer rolls it
+// back on the router's error counts and the rollout says how many failed.
+func TestFailingRevisionIsRolledBackAndCounted(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts real processes")
+	}
+	s := newSuite(t)
+	ctx := t.Context()
+	if _, err := s.client.CreateApplication(ctx, &deployerv1.CreateApplicationRequest{Application: &deployerv1.Application{Name: "shop", Spec: appSpec("v1")}}); err != nil {
+		t.Fatal(err)
+	}
+	s.deploy(t, appSpec("v1"))
+	url := s.endpoint(t)
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for n := 0; n < 5000; n++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if resp, err := http.Get(url); err == nil {
+				_, _ = io.Copy(io.Discard, resp.Body)
+				_ = resp.Body.Close()
+			}
+			time.Sleep(2 * time.Millisecond)
+		}
+	}()
+	bad := appSpec("v2", &deployerv1.EnvVar{Name: "FAIL", Value: "1"})
+	bad.Strategy = &deployerv1.Strategy{Kind: &deployerv1.Strategy_Canary{Canary: &deployerv1.CanaryStrategy{Steps: []*deployerv1.CanaryStep{
+		{Step: &deployerv1.CanaryStep_SetWeight{SetWeight: &deployerv1.SetWeightStep{Weight: 50}}},
+		{Step: &deployerv1.CanaryStep_Pause{Pause: &deployerv1.PauseStep{Duration: durationpb.New(20 * time.Second)}}},
+	}}}}
+	r := s.deploy(t, bad)
+	close(stop)
+	<-done
+	if r.GetPhase() != deployerv1.RolloutPhase_ROLLOUT_PHASE_ROLLED_BACK || r.GetRollbackTrigger() != deployerv1.RollbackTrigger_ROLLBACK_TRIGGER_FAILED_ANALYSIS {
+		t.Fatalf("failing v2: %s (%s): %s", r.GetPhase(), r.GetRollbackTrigger(), r.GetMessage())
+	}
+	if r.GetFailedRequests() == 0 || r.GetTotalRequests() < r.GetFailedRequests() {
+		t.Fatalf("rollout counted %d failed of %d requests", r.GetFailedRequests(), r.GetTotalRequests())
+	}
+	t.Logf("%s; %d of %d requests failed during the rollout", r.GetMessage(), r.GetFailedRequests(), r.GetTotalRequests())
+	if got := served(t, url); got != "v1" {
+		t.Fatalf("after rollback serves %q", got)
+	}
+}
