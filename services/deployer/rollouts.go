@@ -357,7 +357,9 @@ func (s *Service) restore(ctx context.Context) error {
 				continue
 			}
 			// Re-route (and heal) what serves: the same call a rollout step makes.
+			s.running.Add(1)
 			go func() {
+				defer s.running.Done()
 				cctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 				defer cancel()
 				if err := s.executor(d, e).Converge(cctx, rollout.State{
