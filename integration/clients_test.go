@@ -37,7 +37,7 @@ func TestOffTheShelfClients(t *testing.T) {
 	startOpsuite(t, httpAddr, "up", "--data-dir", t.TempDir(), "--grpc-addr", grpcAddr, "--nats-listen", "")
 
 	out := run(t, grpcurl, "-plaintext", grpcAddr, "list")
-	for _, svc := range []string{"opsuite.healthchecker.v1.HealthCheckerService", "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection"} {
+	for _, svc := range []string{"opsuite.healthchecker.v1.HealthCheckerService", "opsuite.deployer.v1.DeployerService", "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection"} {
 		if !strings.Contains(out, svc) {
 			t.Errorf("grpcurl list lacks %s:\n%s", svc, out)
 		}
@@ -69,9 +69,15 @@ func TestOffTheShelfClients(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &doc); err != nil {
 		t.Fatalf("OpenAPI document is not JSON: %v", err)
 	}
-	for _, p := range []string{"/v1/targets", "/v1/targets/{name}", "/v1/health"} {
+	for _, p := range []string{"/v1/targets", "/v1/targets/{name}", "/v1/health", "/v1/applications", "/v1/applications/{name}:deploy"} {
 		if _, ok := doc.Paths[p]; !ok {
 			t.Errorf("OpenAPI document lacks path %s", p)
+		}
+	}
+	// Routes of services that do not run here are not advertised.
+	for _, p := range []string{"/v1/metrics:push", "/v1/pipelines", "/v1/logs"} {
+		if _, ok := doc.Paths[p]; ok {
+			t.Errorf("OpenAPI document advertises %s, which no running service serves", p)
 		}
 	}
 	if doc.Info["title"] != "Opsuite API" {

@@ -88,7 +88,14 @@ func New(ctx context.Context, cfg Config, deps Deps) (*Gateway, error) {
 			return nil, fmt.Errorf("gateway: register deployer routes: %w", err)
 		}
 	}
-	doc, err := openAPIDocument(cfg.Version)
+	var served []string
+	if deps.Conns.HealthChecker != nil {
+		served = append(served, "HealthCheckerService")
+	}
+	if deps.Conns.Deployer != nil {
+		served = append(served, "DeployerService")
+	}
+	doc, err := openAPIDocument(cfg.Version, served)
 	if err != nil {
 		return nil, err
 	}
@@ -120,11 +127,50 @@ func openStream(_ context.Context, w http.ResponseWriter, m proto.Message) error
 // ndjson is the content type of streamed responses: one JSON object a line.
 const ndjson = "application/x-ndjson"
 
-// openAPIDocument returns the generated document with a proper title and version.
-func openAPIDocument(version string) ([]byte, error) {
+// openAPIDocument returns the generated document with a proper title and
+// version, keeping only the operations of the services this gateway serves
+// (tagged with their service name), so it never advertises a route that
+// answers 404.
+func openAPIDocument(version string, services []string) ([]byte, error) {
 	var doc map[string]any
 	if err := json.Unmarshal(openapi.Document, &doc); err != nil {
 		return nil, fmt.Errorf("gateway: decode OpenAPI document: %w", err)
+	}
+	served := map[string]bool{}
+	for _, s := range services {
+		served[s] = true
+	}
+	if paths, ok := doc["paths"].(map[string]any); ok {
+		for p, item := range paths {
+			ops, ok := item.(map[string]any)
+			if !ok {
+				continue
+			}
+			for method, op := range ops {
+				tags, _ := op.(map[string]any)["tags"].([]any)
+				keep := false
+				for _, tag := range tags {
+					if name, _ := tag.(string); served[name] {
+						keep = true
+					}
+				}
+				if !keep {
+					delete(ops, method)
+				}
+			}
+			if len(ops) == 0 {
+				delete(paths, p)
+			}
+		}
+	}
+	if tags, ok := doc["tags"].([]any); ok {
+		kept := tags[:0]
+		for _, tag := range tags {
+			if m, ok := tag.(map[string]any); ok && served[fmt.Sprint(m["name"])] {
+				kept = append(kept, tag)
+			}
+		}
+		doc["tags"] = kept
 	}
 	if version == "" {
 		version = "dev"
