@@ -120,7 +120,23 @@ func specChanges(old, cur *deployerv1.ApplicationSpec) []*deployerv1.SpecChange 
 	if old == nil {
 		old = &deployerv1.ApplicationSpec{}
 	}
+	// A changed secret still shows as changed, without its value.
+	oldValues := map[string]string{}
+	for _, e := range old.GetEnv() {
+		oldValues[e.GetName()] = e.GetValue()
+	}
+	changedSecret := map[string]bool{}
+	for _, e := range cur.GetEnv() {
+		if v, ok := oldValues[e.GetName()]; e.GetSecret() && (!ok || v != e.GetValue()) {
+			changedSecret[e.GetName()] = true
+		}
+	}
 	old, cur = masked(old), masked(cur)
+	for _, e := range cur.GetEnv() {
+		if changedSecret[e.GetName()] {
+			e.Value = "***** (changed)"
+		}
+	}
 	var out []*deployerv1.SpecChange
 	fields := cur.ProtoReflect().Descriptor().Fields()
 	for i := range fields.Len() {
