@@ -74,9 +74,13 @@ type suite struct {
 	stateDir string
 	client   deployerv1.DeployerServiceClient
 	stop     func()
+	extra    map[string]driver.Driver
 }
 
-func newSuite(t *testing.T) *suite {
+func newSuite(t *testing.T) *suite { return newSuiteWith(t, nil) }
+
+// newSuiteWith adds drivers beside the process driver.
+func newSuiteWith(t *testing.T, extra map[string]driver.Driver) *suite {
 	t.Helper()
 	s := &suite{nats: natstest.Start(t, ""), stateDir: t.TempDir()}
 	var err error
@@ -85,6 +89,7 @@ func newSuite(t *testing.T) *suite {
 		t.Fatal(err)
 	}
 	s.hc = checkertest.Start(t)
+	s.extra = extra
 	s.startDeployer(t)
 	return s
 }
@@ -95,9 +100,12 @@ func (s *suite) startDeployer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	drivers := map[string]driver.Driver{"process": drv}
+	for k, d := range s.extra {
+		drivers[k] = d
+	}
 	svc, err := deployer.New(deployer.Config{}, deployer.Deps{
-		JetStream: s.nats.JetStream, Events: s.bus, HealthChecker: s.hc,
-		Drivers: map[string]driver.Driver{"process": drv},
+		JetStream: s.nats.JetStream, Events: s.bus, HealthChecker: s.hc, Drivers: drivers,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -147,9 +155,14 @@ func appSpec(version string, env ...*deployerv1.EnvVar) *deployerv1.ApplicationS
 
 func (s *suite) waitRollout(t *testing.T, id string) *deployerv1.Rollout {
 	t.Helper()
+	return s.waitRolloutOf(t, "shop", id)
+}
+
+func (s *suite) waitRolloutOf(t *testing.T, app, id string) *deployerv1.Rollout {
+	t.Helper()
 	deadline := time.Now().Add(60 * time.Second)
 	for {
-		resp, err := s.client.GetRollout(t.Context(), &deployerv1.GetRolloutRequest{Application: "shop", Id: id})
+		resp, err := s.client.GetRollout(t.Context(), &deployerv1.GetRolloutRequest{Application: app, Id: id})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -1,0 +1,124 @@
+package deployer_test
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	deployerv1 "github.com/opsuite/opsuite/gen/opsuite/deployer/v1"
+	"github.com/opsuite/opsuite/services/deployer/internal/driver"
+	"github.com/opsuite/opsuite/services/deployer/internal/driver/docker"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+func TestImportComposeRejectsUnsupportedKeys(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts services")
+	}
+	s := newSuite(t)
+	for _, tc := range []struct{ name, project, content, want string }{
+		{"build", "shop", "services:\n  web:\n    build: .\n", "services.web.build"},
+		{"privileged", "shop", "services:\n  web:\n    image: nginx\n    privileged: true\n", "services.web.privileged"},
+		{"malformed", "shop", "services:\n  web: [\n", "invalid"},
+		{"bad project", "Shop!", "services:\n  web:\n    image: nginx\n", "project"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := s.client.ImportCompose(t.Context(), &deployerv1.ImportComposeRequest{Project: tc.project, Content: tc.content})
+			if status.Code(err) != codes.InvalidArgument || !strings.Contains(status.Convert(err).Message(), tc.want) {
+				t.Fatalf("got %v, want InvalidArgument naming %s", err, tc.want)
+			}
+		})
+	}
+}
+
+// TestImportAndStopComposeOnDocker deploys a compose file's services as
+// containers, then stops them.
+func TestImportAndStopComposeOnDocker(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts containers")
+	}
+	ctx := context.Background()
+	drv, err := docker.New(ctx, docker.Config{PingTimeout: 3 * time.Second}, nil)
+	if err != nil {
+		if os.Getenv("OPSUITE_REQUIRE_DOCKER") == "1" {
+			t.Fatalf("no Docker daemon answers and OPSUITE_REQUIRE_DOCKER=1: %v", err)
+		}
+		t.Skipf("no Docker daemon answers: %v", err)
+	}
+	t.Cleanup(func() { _ = drv.Close() })
+	image := buildDemoImage(t)
+	s := newSuiteWith(t, map[string]driver.Driver{"docker": drv})
+	content := `services:
+  web:
+    image: ` + image + `
+    ports: ["8080"]
+    environment: {VERSION: compose, PORT: "8080", BIND: 0.0.0.0}
+    deploy: {replicas: 2}
+    healthcheck: {test: ["CMD", "/demoapp", "-h"], disable: true}
+  api:
+    image: ` + image + `
+    ports: ["8080"]
+    environment: {VERSION: api, PORT: "8080", BIND: 0.0.0.0}
+`
+	resp, err := s.client.ImportCompose(t.Context(), &deployerv1.ImportComposeRequest{Project: "demo", Content: content})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(resp.GetApplications()) != 2 || len(resp.GetRollouts()) != 2 {
+		t.Fatalf("import: %d applications, %d rollouts", len(resp.GetApplications()), len(resp.GetRollouts()))
+	}
+	for _, r := range resp.GetRollouts() {
+		got := s.waitRolloutOf(t, r.GetApplication(), r.GetId())
+		if got.GetPhase() != deployerv1.RolloutPhase_ROLLOUT_PHASE_SUCCEEDED {
+			t.Fatalf("%s: %s: %s", r.GetApplication(), got.GetPhase(), got.GetMessage())
+		}
+	}
+	reps, err := drv.List(ctx, map[string]string{driver.LabelApp: "demo-web"})
+	if err != nil || len(reps) != 2 {
+		t.Fatalf("demo-web containers: %d %v, want 2", len(reps), err)
+	}
+	stop, err := s.client.StopCompose(t.Context(), &deployerv1.StopComposeRequest{Project: "demo", Remove: true})
+	if err != nil || len(stop.GetApplications()) != 2 {
+		t.Fatalf("stop: %v %v", stop, err)
+	}
+	for _, app := range []string{"demo-web", "demo-api"} {
+		if reps, _ := drv.List(ctx, map[string]string{driver.LabelApp: app}); len(reps) != 0 {
+			t.Fatalf("%s: %d containers left", app, len(reps))
+		}
+	}
+	if _, err := s.client.StopCompose(t.Context(), &deployerv1.StopComposeRequest{Project: "demo"}); status.Code(err) != codes.NotFound {
+		t.Fatalf("stopping a removed project: %v, want NotFound", err)
+	}
+}
+
+// buildDemoImage builds the demo app into a FROM scratch image.
+func buildDemoImage(t *testing.T) string {
+	t.Helper()
+	if _, err := exec.LookPath("docker"); err != nil {
+		t.Skip("docker CLI not found")
+	}
+	dir := t.TempDir()
+	build := exec.Command("go", "build", "-o", filepath.Join(dir, "demoapp"), "./internal/rollout/testdata/demoapp")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "Dockerfile"), []byte("FROM scratch\nCOPY demoapp /demoapp\nENTRYPOINT [\"/demoapp\"]\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	b := make([]byte, 4)
+	_, _ = rand.Read(b)
+	tag := "opsuite-test/deployer-demo:" + hex.EncodeToString(b)
+	if out, err := exec.Command("docker", "build", "-q", "-t", tag, dir).CombinedOutput(); err != nil {
+		t.Fatalf("docker build: %v\n%s", err, out)
+	}
+	t.Cleanup(func() { _ = exec.Command("docker", "rmi", "-f", tag).Run() })
+	return tag
+}
