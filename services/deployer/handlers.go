@@ -204,6 +204,14 @@ func (s *Service) Deploy(ctx context.Context, req *deployerv1.DeployRequest) (*d
 }
 
 func (s *Service) deploy(ctx context.Context, req *deployerv1.DeployRequest) (*deployerv1.DeployResponse, error) {
+	kind := deployerv1.RolloutKind_ROLLOUT_KIND_DEPLOY
+	if req.GetRestart() {
+		kind = deployerv1.RolloutKind_ROLLOUT_KIND_RESTART
+	}
+	return s.deployAs(ctx, req, kind)
+}
+
+func (s *Service) deployAs(ctx context.Context, req *deployerv1.DeployRequest, kind deployerv1.RolloutKind) (*deployerv1.DeployResponse, error) {
 	if req.GetFromEnvironment() != "" {
 		return nil, &fieldError{"from_environment", "promotion between environments is not supported yet; deploy the revision number instead"}
 	}
@@ -211,7 +219,7 @@ func (s *Service) deploy(ctx context.Context, req *deployerv1.DeployRequest) (*d
 		return nil, &fieldError{"supersede", "is not supported yet; abort the running rollout first"}
 	}
 	for attempt := 0; ; attempt++ {
-		resp, err := s.tryDeploy(ctx, req)
+		resp, err := s.tryDeploy(ctx, req, kind)
 		if errors.Is(err, store.ErrConflict) && attempt < 5 {
 			continue
 		}
@@ -219,7 +227,7 @@ func (s *Service) deploy(ctx context.Context, req *deployerv1.DeployRequest) (*d
 	}
 }
 
-func (s *Service) tryDeploy(ctx context.Context, req *deployerv1.DeployRequest) (*deployerv1.DeployResponse, error) {
+func (s *Service) tryDeploy(ctx context.Context, req *deployerv1.DeployRequest, kind deployerv1.RolloutKind) (*deployerv1.DeployResponse, error) {
 	v, err := s.store.Application(ctx, req.GetName())
 	if err != nil {
 		return nil, err
@@ -297,7 +305,7 @@ func (s *Service) tryDeploy(ctx context.Context, req *deployerv1.DeployRequest) 
 	}
 	r := &deployerv1.Rollout{
 		Id: s.newRolloutID(), Application: app.GetName(), Environment: env.GetName(),
-		Kind:         deployerv1.RolloutKind_ROLLOUT_KIND_DEPLOY,
+		Kind:         kind,
 		FromRevision: uint32(oldRev.Number), ToRevision: target.GetNumber(),
 		Strategy: newSpec.GetStrategy(), EffectiveSpec: newSpec,
 		Phase: deployerv1.RolloutPhase_ROLLOUT_PHASE_PENDING, Cause: req.GetReason(), CreateTime: now(),
@@ -463,7 +471,7 @@ func (s *Service) Rollback(ctx context.Context, req *deployerv1.RollbackRequest)
 			return nil, toStatus(&fieldError{"revision", fmt.Sprintf("%s/%s has no revision before %d to roll back to", req.GetName(), env.GetName(), cur)})
 		}
 	}
-	resp, err := s.deploy(ctx, &deployerv1.DeployRequest{
+	resp, err := s.deployAs(ctx, &deployerv1.DeployRequest{
 		Name: req.GetName(), Environment: env.GetName(),
 		Source: &deployerv1.DeployRequest_Revision{Revision: target},
 		Strategy: &deployerv1.Strategy{Kind: &deployerv1.Strategy_Rolling{Rolling: &deployerv1.RollingStrategy{
@@ -471,7 +479,7 @@ func (s *Service) Rollback(ctx context.Context, req *deployerv1.RollbackRequest)
 			MaxUnavailable: &deployerv1.ReplicaQuantity{Value: &deployerv1.ReplicaQuantity_Count{Count: 0}},
 		}}},
 		Reason: "rollback: " + req.GetReason(),
-	})
+	}, deployerv1.RolloutKind_ROLLOUT_KIND_ROLLBACK)
 	if err != nil {
 		return nil, toStatus(err)
 	}

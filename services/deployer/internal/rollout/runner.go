@@ -93,9 +93,13 @@ func (rn *Runner) Run(ctx context.Context, r *deployerv1.Rollout, newRev, oldRev
 	if r.GetPhase() == deployerv1.RolloutPhase_ROLLOUT_PHASE_ROLLING_BACK {
 		return rn.rollback(ctx, r, newRev, oldRev, r.GetRollbackTrigger(), r.GetMessage())
 	}
-	r.Phase = deployerv1.RolloutPhase_ROLLOUT_PHASE_PROGRESSING
-	if err := rn.save(ctx, r); err != nil {
-		return err
+	// A rollout a person paused stays paused across a deployer restart.
+	heldByUser := r.GetPhase() == deployerv1.RolloutPhase_ROLLOUT_PHASE_PAUSED && r.GetPauseCause() == deployerv1.PauseCause_PAUSE_CAUSE_USER
+	if !heldByUser {
+		r.Phase = deployerv1.RolloutPhase_ROLLOUT_PHASE_PROGRESSING
+		if err := rn.save(ctx, r); err != nil {
+			return err
+		}
 	}
 	// Steps run under a context the error guard can cancel, with a cause.
 	parent := ctx
@@ -105,7 +109,7 @@ func (rn *Runner) Run(ctx context.Context, r *deployerv1.Rollout, newRev, oldRev
 		go rn.Guard.watch(ctx, newRev.Number, cancelSteps)
 	}
 	for i := int(r.GetCurrentStepIndex()); i < len(r.GetSteps()); i++ {
-		if err := rn.between(ctx, r, signals); err != nil {
+		if err := rn.between(ctx, r, signals, heldByUser); err != nil {
 			if errors.Is(err, errAborted) {
 				return rn.rollback(parent, r, newRev, oldRev, deployerv1.RollbackTrigger_ROLLBACK_TRIGGER_ABORT, "aborted by request")
 			}
@@ -118,6 +122,7 @@ func (rn *Runner) Run(ctx context.Context, r *deployerv1.Rollout, newRev, oldRev
 			}
 			return err
 		}
+		heldByUser = false
 		step := r.GetSteps()[i]
 		r.CurrentStepIndex = int32(i)
 		if step.GetState() == deployerv1.StepState_STEP_STATE_PENDING || step.GetStartTime() == nil {
@@ -177,18 +182,20 @@ var errAborted = errors.New("aborted")
 
 // between handles signals that arrive while no pause step waits: Pause
 // holds the rollout here until Resume (or a promotion); Abort ends it.
-func (rn *Runner) between(ctx context.Context, r *deployerv1.Rollout, signals <-chan Signal) error {
-	select {
-	case sig := <-signals:
-		switch sig {
-		case Abort:
-			return errAborted
-		case Pause:
+func (rn *Runner) between(ctx context.Context, r *deployerv1.Rollout, signals <-chan Signal, held bool) error {
+	if !held {
+		select {
+		case sig := <-signals:
+			switch sig {
+			case Abort:
+				return errAborted
+			case Pause:
+			default:
+				return nil // nothing is paused: promote and resume have no effect here
+			}
 		default:
-			return nil // nothing is paused: promote and resume have no effect here
+			return nil
 		}
-	default:
-		return nil
 	}
 	r.Phase = deployerv1.RolloutPhase_ROLLOUT_PHASE_PAUSED
 	r.PauseCause = deployerv1.PauseCause_PAUSE_CAUSE_USER
