@@ -315,6 +315,9 @@ func TestDeployRollbackAndRestart(t *testing.T) {
 	for subject, atLeast := range map[string]int{
 		"opsuite.deploy.rollout.started": 4, "opsuite.deploy.rollout.step_changed": 4,
 		"opsuite.deploy.rollout.completed": 3, "opsuite.deploy.rollout.rolled_back": 1,
+		// v1 starts 2; v2 starts 2 and stops 2; the broken v3 starts 1 and
+		// stops it; the rollback to v1 starts 2 and stops 2.
+		"opsuite.deploy.replica.started": 7, "opsuite.deploy.replica.stopped": 5,
 	} {
 		if seen[subject] < atLeast {
 			t.Errorf("%d %s events, want at least %d (all: %v)", seen[subject], subject, atLeast, seen)

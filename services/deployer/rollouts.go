@@ -144,11 +144,28 @@ func (s *Service) newRolloutID() string {
 }
 
 func (s *Service) executor(d driver.Driver, e *envRuntime) *rollout.Executor {
+	publish := func(typ string, data func(*deployerv1.Replica) proto.Message) func(driver.Replica) {
+		return func(r driver.Replica) {
+			p := replicaProto(d.Name(), r)
+			ev := eventbus.Event{Type: typ, Subject: r.App, ID: r.ID + "-" + typ[strings.LastIndex(typ, ".")+1:], Data: data(p)}
+			if _, err := s.events.Publish(context.WithoutCancel(s.runCtx), ev); err != nil {
+				s.log.Warn("publish replica event", "type", typ, "replica", r.ID, "err", err)
+			}
+		}
+	}
 	return &rollout.Executor{
 		Driver: d, Traffic: e.router, Health: s.gate, Log: s.log,
 		NewID: replicaID, DrainTimeout: 10 * time.Second,
+		OnStarted: publish(EventReplicaStarted, func(p *deployerv1.Replica) proto.Message { return &eventsv1.ReplicaStarted{Replica: p} }),
+		OnStopped: publish(EventReplicaStopped, func(p *deployerv1.Replica) proto.Message { return &eventsv1.ReplicaStopped{Replica: p} }),
 	}
 }
+
+// Replica event types.
+const (
+	EventReplicaStarted = "opsuite.deploy.replica.started"
+	EventReplicaStopped = "opsuite.deploy.replica.stopped"
+)
 
 // revisionSide loads a revision and its effective spec for env.
 func (s *Service) revisionSide(ctx context.Context, app *deployerv1.Application, env *deployerv1.Environment, n uint32, strategy *deployerv1.Strategy) (rollout.Revision, error) {

@@ -42,6 +42,9 @@ type Executor struct {
 	NewID func(app, env string, rev int64) string
 	// DrainTimeout bounds waiting for in-flight requests of a leaving replica.
 	DrainTimeout time.Duration
+	// OnStarted and OnStopped, when set, are told of each replica the
+	// executor started or stopped.
+	OnStarted, OnStopped func(driver.Replica)
 }
 
 // Revision is one side of a rollout: a revision number and its spec.
@@ -124,6 +127,9 @@ func (e *Executor) start(ctx context.Context, s State, rev Revision, n int) ([]d
 				return fmt.Errorf("start replica of %s revision %d: %w", s.App, rev.Number, err)
 			}
 			e.log().Info("replica started", "app", s.App, "env", s.Env, "revision", rev.Number, "replica", r.ID)
+			if e.OnStarted != nil {
+				e.OnStarted(r)
+			}
 			mu.Lock()
 			out = append(out, r)
 			mu.Unlock()
@@ -213,6 +219,9 @@ func (e *Executor) stop(ctx context.Context, s State, rs []driver.Replica) error
 				_ = e.Health.Unregister(gctx, r.ID)
 			}
 			e.log().Info("replica stopped", "app", s.App, "env", s.Env, "revision", r.Revision, "replica", r.ID)
+			if e.OnStopped != nil {
+				e.OnStopped(r)
+			}
 			return nil
 		})
 	}
