@@ -40,7 +40,7 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	demoBin = filepath.Join(dir, "demoapp")
-	build = exec.Command("go", "build", "-o", demoBin, "../services/deployer/internal/rollout/testdata/demoapp")
+	build = exec.Command("go", "build", "-o", demoBin, "../services/deployer/internal/demoapp/cmd/demoapp")
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "build demoapp:", err)

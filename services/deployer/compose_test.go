@@ -2,16 +2,13 @@ package deployer_test
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	deployerv1 "github.com/opsuite/opsuite/gen/opsuite/deployer/v1"
+	"github.com/opsuite/opsuite/services/deployer/internal/demoapp"
 	"github.com/opsuite/opsuite/services/deployer/internal/driver"
 	"github.com/opsuite/opsuite/services/deployer/internal/driver/docker"
 	"google.golang.org/grpc/codes"
@@ -53,7 +50,7 @@ func TestImportAndStopComposeOnDocker(t *testing.T) {
 		t.Skipf("no Docker daemon answers: %v", err)
 	}
 	t.Cleanup(func() { _ = drv.Close() })
-	image := buildDemoImage(t)
+	image := demoapp.Image(t)
 	s := newSuiteWith(t, map[string]driver.Driver{"docker": drv})
 	content := `services:
   web:
@@ -96,29 +93,4 @@ func TestImportAndStopComposeOnDocker(t *testing.T) {
 	if _, err := s.client.StopCompose(t.Context(), &deployerv1.StopComposeRequest{Project: "demo"}); status.Code(err) != codes.NotFound {
 		t.Fatalf("stopping a removed project: %v, want NotFound", err)
 	}
-}
-
-// buildDemoImage builds the demo app into a FROM scratch image.
-func buildDemoImage(t *testing.T) string {
-	t.Helper()
-	if _, err := exec.LookPath("docker"); err != nil {
-		t.Skip("docker CLI not found")
-	}
-	dir := t.TempDir()
-	build := exec.Command("go", "build", "-o", filepath.Join(dir, "demoapp"), "./internal/rollout/testdata/demoapp")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "Dockerfile"), []byte("FROM scratch\nCOPY demoapp /demoapp\nENTRYPOINT [\"/demoapp\"]\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	b := make([]byte, 4)
-	_, _ = rand.Read(b)
-	tag := "opsuite-test/deployer-demo:" + hex.EncodeToString(b)
-	if out, err := exec.Command("docker", "build", "-q", "-t", tag, dir).CombinedOutput(); err != nil {
-		t.Fatalf("docker build: %v\n%s", err, out)
-	}
-	t.Cleanup(func() { _ = exec.Command("docker", "rmi", "-f", tag).Run() })
-	return tag
 }

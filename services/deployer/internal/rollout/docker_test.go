@@ -2,46 +2,16 @@ package rollout_test
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"testing"
 	"time"
 
 	deployerv1 "github.com/opsuite/opsuite/gen/opsuite/deployer/v1"
+	"github.com/opsuite/opsuite/services/deployer/internal/demoapp"
 	"github.com/opsuite/opsuite/services/deployer/internal/driver/docker"
 	"github.com/opsuite/opsuite/services/deployer/internal/rollout"
 	"google.golang.org/protobuf/types/known/durationpb"
 )
-
-// demoImage builds a FROM scratch image of the demo app (no registry is
-// needed) and removes it when the test ends.
-func demoImage(t *testing.T) string {
-	t.Helper()
-	if _, err := exec.LookPath("docker"); err != nil {
-		t.Skip("docker CLI not found")
-	}
-	dir := t.TempDir()
-	build := exec.Command("go", "build", "-o", filepath.Join(dir, "demoapp"), "./testdata/demoapp")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build static demoapp: %v\n%s", err, out)
-	}
-	dockerfile := "FROM scratch\nCOPY demoapp /demoapp\nENTRYPOINT [\"/demoapp\"]\n"
-	if err := os.WriteFile(filepath.Join(dir, "Dockerfile"), []byte(dockerfile), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	b := make([]byte, 4)
-	_, _ = rand.Read(b)
-	tag := "opsuite-test/rollout-demo:" + hex.EncodeToString(b)
-	if out, err := exec.Command("docker", "build", "-q", "-t", tag, dir).CombinedOutput(); err != nil {
-		t.Fatalf("docker build: %v\n%s", err, out)
-	}
-	t.Cleanup(func() { _ = exec.Command("docker", "rmi", "-f", tag).Run() })
-	return tag
-}
 
 func imageSpec(image, version string, strategy *deployerv1.Strategy, env ...*deployerv1.EnvVar) *deployerv1.ApplicationSpec {
 	s := spec(version, strategy, append([]*deployerv1.EnvVar{{Name: "PORT", Value: "8080"}, {Name: "BIND", Value: "0.0.0.0"}}, env...)...)
@@ -65,7 +35,7 @@ func TestDockerRolloutsUnderLoadLoseNothing(t *testing.T) {
 		}
 		t.Skipf("no Docker daemon answers: %v", err)
 	}
-	image := demoImage(t)
+	image := demoapp.Image(t)
 	w := newWorld(t)
 	_ = w.drv.Close()
 	w.runner.Exec.Driver = drv
