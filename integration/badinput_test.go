@@ -101,6 +101,20 @@ func TestRESTBadInput(t *testing.T) {
 		t.Errorf("chunked oversized body: HTTP %d, want 413", resp.StatusCode)
 	}
 
+	// A valid PATCH changes only what its body names (the mask comes from it).
+	var patched struct {
+		Target struct {
+			Interval string `json:"interval"`
+			Tcp      struct {
+				Address string `json:"address"`
+			} `json:"tcp"`
+		} `json:"target"`
+	}
+	if code := restJSON(t, "PATCH", api+"/v1/targets/dup", `{"interval":"5s"}`, &patched); code != http.StatusOK ||
+		patched.Target.Interval != "5s" || patched.Target.Tcp.Address != "127.0.0.1:9" {
+		t.Fatalf("PATCH interval: HTTP %d %+v", code, patched)
+	}
+
 	// Nothing was lost or half-created: the two set-up targets are all there is.
 	var list struct {
 		Targets []json.RawMessage `json:"targets"`
