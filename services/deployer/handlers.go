@@ -243,46 +243,26 @@ func (s *Service) tryDeploy(ctx context.Context, req *deployerv1.DeployRequest, 
 	if id := env.GetStatus().GetActiveRolloutId(); id != "" {
 		return nil, fmt.Errorf("%w: rollout %s is in progress in %s/%s; promote or abort it first", errBusy, id, app.GetName(), env.GetName())
 	}
-	// Which revision.
-	var target *deployerv1.Revision
-	switch src := req.GetSource().(type) {
-	case *deployerv1.DeployRequest_Revision:
-		rv, err := s.store.Revision(ctx, app.GetName(), src.Revision)
-		if err != nil {
+	// Which revision: a kept one, or a new one for a spec no kept one has.
+	target, spec, err := s.resolveRevision(ctx, app, req.GetRevision(), req.GetSpec())
+	if err != nil {
+		return nil, err
+	}
+	if req.GetSpec() != nil {
+		app.Spec = spec
+	}
+	if target == nil {
+		target = &deployerv1.Revision{
+			Application: app.GetName(), Number: app.GetLatestRevision() + 1, Spec: spec,
+			SpecDigest: specDigest(spec), Cause: req.GetReason(), CreateTime: now(),
+		}
+		if err := s.store.CreateRevision(ctx, target); err != nil {
+			if errors.Is(err, store.ErrExists) {
+				return nil, store.ErrConflict
+			}
 			return nil, err
 		}
-		target = rv.Value
-	default:
-		spec := app.GetSpec()
-		if ds, ok := src.(*deployerv1.DeployRequest_Spec); ok {
-			candidate := proto.CloneOf(app)
-			candidate.Spec = ds.Spec
-			if err := appspec.Validate(candidate); err != nil {
-				return nil, err
-			}
-			spec = ds.Spec
-			app.Spec = ds.Spec
-		}
-		digest := specDigest(spec)
-		if app.GetLatestRevision() > 0 {
-			latest, err := s.store.Revision(ctx, app.GetName(), app.GetLatestRevision())
-			if err == nil && latest.Value.GetSpecDigest() == digest {
-				target = latest.Value
-			}
-		}
-		if target == nil {
-			target = &deployerv1.Revision{
-				Application: app.GetName(), Number: app.GetLatestRevision() + 1, Spec: spec,
-				SpecDigest: digest, Cause: req.GetReason(), CreateTime: now(),
-			}
-			if err := s.store.CreateRevision(ctx, target); err != nil {
-				if errors.Is(err, store.ErrExists) {
-					return nil, store.ErrConflict
-				}
-				return nil, err
-			}
-			app.LatestRevision = target.GetNumber()
-		}
+		app.LatestRevision = target.GetNumber()
 	}
 	if target.GetNumber() == env.GetStatus().GetCurrentRevision() && !req.GetRestart() {
 		if _, err := s.store.UpdateApplication(ctx, app, v.Revision); err != nil {
@@ -582,4 +562,34 @@ func (s *Service) Resume(ctx context.Context, req *deployerv1.ResumeRequest) (*d
 		return nil, toStatus(err)
 	}
 	return &deployerv1.ResumeResponse{Rollout: r}, nil
+}
+
+// resolveRevision finds what a deploy (or its plan) rolls out: the kept
+// revision numbered rev; else the latest revision when its spec digest
+// matches newSpec (or, without one, the application's spec); else nil with
+// the (validated) spec a new revision would record.
+func (s *Service) resolveRevision(ctx context.Context, app *deployerv1.Application, rev uint32, newSpec *deployerv1.ApplicationSpec) (*deployerv1.Revision, *deployerv1.ApplicationSpec, error) {
+	if rev != 0 {
+		v, err := s.store.Revision(ctx, app.GetName(), rev)
+		if err != nil {
+			return nil, nil, err
+		}
+		return v.Value, v.Value.GetSpec(), nil
+	}
+	spec := app.GetSpec()
+	if newSpec != nil {
+		candidate := proto.CloneOf(app)
+		candidate.Spec = newSpec
+		if err := appspec.Validate(candidate); err != nil {
+			return nil, nil, err
+		}
+		spec = newSpec
+	}
+	if app.GetLatestRevision() > 0 {
+		latest, err := s.store.Revision(ctx, app.GetName(), app.GetLatestRevision())
+		if err == nil && latest.Value.GetSpecDigest() == specDigest(spec) {
+			return latest.Value, spec, nil
+		}
+	}
+	return nil, spec, nil
 }

@@ -10,7 +10,6 @@ import (
 	"strings"
 
 	deployerv1 "github.com/opsuite/opsuite/gen/opsuite/deployer/v1"
-	"github.com/opsuite/opsuite/services/deployer/internal/appspec"
 	"github.com/opsuite/opsuite/services/deployer/internal/rollout"
 	"github.com/opsuite/opsuite/services/deployer/internal/store"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -47,31 +46,14 @@ func (s *Service) plan(ctx context.Context, req *deployerv1.PlanDeployRequest) (
 	}
 	cur := env.GetStatus().GetCurrentRevision()
 	plan := &deployerv1.DeployPlan{FromRevision: cur}
-	var spec *deployerv1.ApplicationSpec
-	switch src := req.GetSource().(type) {
-	case *deployerv1.PlanDeployRequest_Revision:
-		rv, err := s.store.Revision(ctx, app.GetName(), src.Revision)
-		if err != nil {
-			return nil, err
-		}
-		spec, plan.ToRevision = rv.Value.GetSpec(), src.Revision
-	default:
-		spec = app.GetSpec()
-		if ds, ok := src.(*deployerv1.PlanDeployRequest_Spec); ok {
-			candidate := proto.CloneOf(app)
-			candidate.Spec = ds.Spec
-			if err := appspec.Validate(candidate); err != nil {
-				return nil, err
-			}
-			spec = ds.Spec
-		}
+	existing, spec, err := s.resolveRevision(ctx, app, req.GetRevision(), req.GetSpec())
+	if err != nil {
+		return nil, err
+	}
+	if existing != nil {
+		plan.ToRevision = existing.GetNumber()
+	} else {
 		plan.NewRevision = true
-		if app.GetLatestRevision() > 0 {
-			latest, err := s.store.Revision(ctx, app.GetName(), app.GetLatestRevision())
-			if err == nil && latest.Value.GetSpecDigest() == specDigest(spec) {
-				plan.NewRevision, plan.ToRevision = false, app.GetLatestRevision()
-			}
-		}
 	}
 	if !plan.GetNewRevision() && plan.GetToRevision() == cur && !req.GetRestart() {
 		plan.Unchanged = true
