@@ -2,15 +2,12 @@ package deployer_test
 
 import (
 	"context"
-	"os"
 	"strings"
 	"testing"
-	"time"
 
 	deployerv1 "github.com/opsuite/opsuite/gen/opsuite/deployer/v1"
 	"github.com/opsuite/opsuite/services/deployer/internal/demoapp"
 	"github.com/opsuite/opsuite/services/deployer/internal/driver"
-	"github.com/opsuite/opsuite/services/deployer/internal/driver/docker"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
@@ -42,14 +39,7 @@ func TestImportAndStopComposeOnDocker(t *testing.T) {
 		t.Skip("starts containers")
 	}
 	ctx := context.Background()
-	drv, err := docker.New(ctx, docker.Config{PingTimeout: 3 * time.Second}, nil)
-	if err != nil {
-		if os.Getenv("OPSUITE_REQUIRE_DOCKER") == "1" {
-			t.Fatalf("no Docker daemon answers and OPSUITE_REQUIRE_DOCKER=1: %v", err)
-		}
-		t.Skipf("no Docker daemon answers: %v", err)
-	}
-	t.Cleanup(func() { _ = drv.Close() })
+	drv := demoapp.Docker(t)
 	image := demoapp.Image(t)
 	s := newSuiteWith(t, map[string]driver.Driver{"docker": drv})
 	content := `services:

@@ -5,6 +5,7 @@
 package demoapp
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
@@ -12,6 +13,9 @@ import (
 	"os/exec"
 	"path/filepath"
 	"testing"
+	"time"
+
+	"github.com/opsuite/opsuite/services/deployer/internal/driver/docker"
 )
 
 const pkg = "github.com/opsuite/opsuite/services/deployer/internal/demoapp/cmd/demoapp"
@@ -55,4 +59,19 @@ func Image(tb testing.TB) string {
 	}
 	tb.Cleanup(func() { _ = exec.Command("docker", "rmi", "-f", tag).Run() })
 	return tag
+}
+
+// Docker returns a Docker driver for a test, closed when it ends. Without a
+// daemon the test is skipped, or fails when OPSUITE_REQUIRE_DOCKER=1 (CI).
+func Docker(tb testing.TB) *docker.Driver {
+	tb.Helper()
+	d, err := docker.New(context.Background(), docker.Config{PingTimeout: 3 * time.Second}, nil)
+	if err != nil {
+		if os.Getenv("OPSUITE_REQUIRE_DOCKER") == "1" {
+			tb.Fatalf("no Docker daemon answers and OPSUITE_REQUIRE_DOCKER=1: %v", err)
+		}
+		tb.Skipf("no Docker daemon answers: %v", err)
+	}
+	tb.Cleanup(func() { _ = d.Close() })
+	return d
 }

@@ -2,13 +2,11 @@ package rollout_test
 
 import (
 	"context"
-	"os"
 	"testing"
 	"time"
 
 	deployerv1 "github.com/opsuite/opsuite/gen/opsuite/deployer/v1"
 	"github.com/opsuite/opsuite/services/deployer/internal/demoapp"
-	"github.com/opsuite/opsuite/services/deployer/internal/driver/docker"
 	"github.com/opsuite/opsuite/services/deployer/internal/rollout"
 	"google.golang.org/protobuf/types/known/durationpb"
 )
@@ -28,13 +26,7 @@ func TestDockerRolloutsUnderLoadLoseNothing(t *testing.T) {
 		t.Skip("starts containers")
 	}
 	ctx := context.Background()
-	drv, err := docker.New(ctx, docker.Config{PingTimeout: 3 * time.Second}, nil)
-	if err != nil {
-		if os.Getenv("OPSUITE_REQUIRE_DOCKER") == "1" {
-			t.Fatalf("no Docker daemon answers and OPSUITE_REQUIRE_DOCKER=1: %v", err)
-		}
-		t.Skipf("no Docker daemon answers: %v", err)
-	}
+	drv := demoapp.Docker(t)
 	image := demoapp.Image(t)
 	w := newWorld(t)
 	_ = w.drv.Close()
@@ -44,7 +36,6 @@ func TestDockerRolloutsUnderLoadLoseNothing(t *testing.T) {
 		for _, r := range reps {
 			_ = drv.Stop(context.Background(), r.ID, time.Second)
 		}
-		_ = drv.Close()
 	})
 	listDocker := func() map[int64]int {
 		reps, err := drv.List(ctx, map[string]string{"opsuite.app": "shop"})
