@@ -18,6 +18,7 @@ import (
 	deployerv1 "github.com/opsuite/opsuite/gen/opsuite/deployer/v1"
 	hcv1 "github.com/opsuite/opsuite/gen/opsuite/healthchecker/v1"
 	"github.com/opsuite/opsuite/pkg/eventbus"
+	"github.com/opsuite/opsuite/services/deployer/internal/containers"
 	"github.com/opsuite/opsuite/services/deployer/internal/driver"
 	"github.com/opsuite/opsuite/services/deployer/internal/driver/docker"
 	"github.com/opsuite/opsuite/services/deployer/internal/driver/process"
@@ -78,6 +79,8 @@ type Service struct {
 	drivers map[string]driver.Driver
 	// ownDrivers says Run closes the drivers (New opened them).
 	ownDrivers bool
+	// containers serves the direct container API; nil when Docker is off.
+	containers *containers.Manager
 	store      *store.Store
 
 	ready   atomic.Bool
@@ -120,9 +123,19 @@ func New(cfg Config, deps Deps) (*Service, error) {
 		}
 		owned = true
 	}
+	var cm *containers.Manager
+	if cfg.Docker != "off" {
+		var err error
+		if cm, err = containers.New("", log.With("component", "containers")); err != nil {
+			if owned {
+				closeDrivers(drivers)
+			}
+			return nil, fmt.Errorf("deployer: %w", err)
+		}
+	}
 	return &Service{
 		cfg: cfg, log: log, reg: deps.Registerer, js: deps.JetStream, events: deps.Events,
-		gate: healthgate.New(deps.HealthChecker), drivers: drivers, ownDrivers: owned,
+		gate: healthgate.New(deps.HealthChecker), drivers: drivers, ownDrivers: owned, containers: cm,
 		readyCh: make(chan struct{}), envs: map[string]*envRuntime{},
 	}, nil
 }
@@ -161,6 +174,12 @@ func openDrivers(cfg Config, log *slog.Logger) (map[string]driver.Driver, error)
 	return drivers, nil
 }
 
+func closeDrivers(drivers map[string]driver.Driver) {
+	for _, d := range drivers {
+		_ = d.Close()
+	}
+}
+
 // Register adds the service to a gRPC server.
 func (s *Service) Register(r grpc.ServiceRegistrar) { deployerv1.RegisterDeployerServiceServer(r, s) }
 
@@ -194,9 +213,10 @@ func (s *Service) Run(ctx context.Context) error {
 	}
 	s.mu.Unlock()
 	if s.ownDrivers {
-		for _, d := range s.drivers {
-			_ = d.Close()
-		}
+		closeDrivers(s.drivers)
+	}
+	if s.containers != nil {
+		_ = s.containers.Close()
 	}
 	return nil
 }

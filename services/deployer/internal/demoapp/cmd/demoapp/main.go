@@ -39,8 +39,11 @@ func main() {
 	srv := &http.Server{Addr: host + ":" + os.Getenv("PORT"), Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
+	// One line on each stream, so log tests have something to read.
+	fmt.Printf("demoapp %s listening on %s\n", version, srv.Addr)
 	go func() {
 		<-ctx.Done()
+		fmt.Fprintln(os.Stderr, "demoapp stopping")
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		_ = srv.Shutdown(sctx)
