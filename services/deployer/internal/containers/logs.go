@@ -188,4 +188,3 @@ func (w *lineSplitter) emit(raw []byte) error {
 		return context.Canceled
 	}
 }
-
