@@ -18,7 +18,8 @@ func appJSON(version string, extraEnv string) string {
 	  "replicas": 2,
 	  "health_check": {"http": {"path": "/healthz"}, "interval": "0.1s", "failure_threshold": 2},
 	  "strategy": {"canary": {"steps": [{"set_weight": {"weight": 50}}, {"pause": {"duration": "0.3s"}}]}},
-	  "progress_deadline": "30s"
+	  "progress_deadline": "30s",
+	  "rollback_policy": {"verification_window": "0s"}
 	}`, demoBin, version, extraEnv)
 }
 

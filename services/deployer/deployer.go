@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	deployerv1 "github.com/opsuite/opsuite/gen/opsuite/deployer/v1"
 	hcv1 "github.com/opsuite/opsuite/gen/opsuite/healthchecker/v1"
+	monitorv1 "github.com/opsuite/opsuite/gen/opsuite/monitor/v1"
 	"github.com/opsuite/opsuite/pkg/eventbus"
 	"github.com/opsuite/opsuite/services/deployer/internal/containers"
 	"github.com/opsuite/opsuite/services/deployer/internal/driver"
@@ -61,6 +62,10 @@ type Deps struct {
 	Events     Publisher
 	// HealthChecker gates new replicas.
 	HealthChecker hcv1.HealthCheckerServiceClient
+	// Monitor, when set, evaluates analysis queries and answers the
+	// rollback policy's firing-alert trigger; without it analysis uses the
+	// router's counters and alerts do not roll back.
+	Monitor monitorv1.MonitorServiceClient
 	// Drivers by kind ("docker", "process"); when nil, New opens them from
 	// Config and Run closes them.
 	Drivers map[string]driver.Driver
@@ -76,6 +81,7 @@ type Service struct {
 	js      jetstream.JetStream
 	events  Publisher
 	gate    *healthgate.Gate
+	monitor monitorv1.MonitorServiceClient
 	drivers map[string]driver.Driver
 	// ownDrivers says Run closes the drivers (New opened them).
 	ownDrivers bool
@@ -135,7 +141,7 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	}
 	return &Service{
 		cfg: cfg, log: log, reg: deps.Registerer, js: deps.JetStream, events: deps.Events,
-		gate: healthgate.New(deps.HealthChecker), drivers: drivers, ownDrivers: owned, containers: cm,
+		gate: healthgate.New(deps.HealthChecker), monitor: deps.Monitor, drivers: drivers, ownDrivers: owned, containers: cm,
 		readyCh: make(chan struct{}), envs: map[string]*envRuntime{},
 	}, nil
 }

@@ -146,6 +146,7 @@ func appSpec(version string, env ...*deployerv1.EnvVar) *deployerv1.ApplicationS
 			Interval: durationpb.New(100 * time.Millisecond), FailureThreshold: 2,
 		},
 		ProgressDeadline: durationpb.New(30 * time.Second),
+		RollbackPolicy:   &deployerv1.RollbackPolicy{VerificationWindow: durationpb.New(0)},
 	}
 }
 

@@ -13,6 +13,7 @@ import (
 	deployerv1 "github.com/opsuite/opsuite/gen/opsuite/deployer/v1"
 	eventsv1 "github.com/opsuite/opsuite/gen/opsuite/events/v1"
 	"github.com/opsuite/opsuite/pkg/eventbus"
+	"github.com/opsuite/opsuite/services/deployer/internal/analysis"
 	"github.com/opsuite/opsuite/services/deployer/internal/driver"
 	"github.com/opsuite/opsuite/services/deployer/internal/rollout"
 	"github.com/opsuite/opsuite/services/deployer/internal/store"
@@ -209,6 +210,7 @@ func (s *Service) startRollout(r *deployerv1.Rollout, newRev, oldRev rollout.Rev
 			st, _ := e.router.Stats(rev)
 			return st.Requests, st.Errors
 		}},
+		Analysis: &analysis.Measurer{Router: e.router.Stats},
 		Save: func(ctx context.Context, cur *deployerv1.Rollout) error {
 			t := e.router.Totals().Sub(base)
 			cur.TotalRequests = baseTotal + int64(t.Requests)
@@ -222,6 +224,14 @@ func (s *Service) startRollout(r *deployerv1.Rollout, newRev, oldRev rollout.Rev
 			prev = proto.CloneOf(cur)
 			return nil
 		},
+	}
+	if s.monitor != nil {
+		runner.Analysis.Monitor = monitorQuerier{s.monitor}
+		var match []string
+		for k, v := range r.GetEffectiveSpec().GetRollbackPolicy().GetAlertMatchLabels() {
+			match = append(match, fmt.Sprintf("%s=%q", k, v))
+		}
+		runner.Alerts = monitorAlerts{c: s.monitor, match: func(string, string) []string { return match }}
 	}
 	s.running.Add(1)
 	go func() {

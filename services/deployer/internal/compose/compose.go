@@ -133,6 +133,8 @@ func convertService(p *types.Project, svc types.ServiceConfig) (*deployerv1.Appl
 		Args:       svc.Command,
 		WorkingDir: svc.WorkingDir,
 		Replicas:   1,
+		// Compose has no notion of verifying a release: done is done.
+		RollbackPolicy: &deployerv1.RollbackPolicy{VerificationWindow: durationpb.New(0)},
 	}
 	if len(spec.Command) == 0 {
 		spec.Command = nil

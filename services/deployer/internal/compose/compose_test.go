@@ -52,7 +52,8 @@ func TestConvertShop(t *testing.T) {
 					{Target: "/var/lib/postgresql/data", Source: &deployerv1.Volume_NamedVolume{NamedVolume: "shop_dbdata"}},
 					{Target: "/shared", Source: &deployerv1.Volume_NamedVolume{NamedVolume: "shared"}, ReadOnly: true},
 				},
-				Replicas: 1,
+				Replicas:       1,
+				RollbackPolicy: noVerification,
 			},
 		},
 		{
@@ -72,8 +73,9 @@ func TestConvertShop(t *testing.T) {
 					{ContainerPort: 80, Protocol: tcp, HostPort: 8080},
 					{Name: "metrics", ContainerPort: 9090, Protocol: tcp},
 				},
-				Replicas:  3,
-				Resources: &deployerv1.Resources{Cpus: 0.5, MemoryBytes: 256 << 20},
+				Replicas:       3,
+				RollbackPolicy: noVerification,
+				Resources:      &deployerv1.Resources{Cpus: 0.5, MemoryBytes: 256 << 20},
 				HealthCheck: &deployerv1.HealthCheck{
 					Probe: &deployerv1.HealthCheck_Exec{Exec: &deployerv1.ExecProbe{
 						Argv: []string{"wget", "-q", "-O-", "http://localhost/healthz"},
@@ -103,7 +105,8 @@ func TestConvertShop(t *testing.T) {
 					{Target: "/spool", Source: &deployerv1.Volume_HostPath{HostPath: "/var/lib/shop/spool"}, ReadOnly: true},
 					{Target: "/tmp", Source: &deployerv1.Volume_Tmpfs{Tmpfs: &deployerv1.TmpfsVolume{SizeBytes: 64 << 20}}},
 				},
-				Replicas: 1,
+				Replicas:       1,
+				RollbackPolicy: noVerification,
 				HealthCheck: &deployerv1.HealthCheck{
 					Probe: &deployerv1.HealthCheck_Exec{Exec: &deployerv1.ExecProbe{
 						Argv: []string{"sh", "-c", "pgrep worker"},
@@ -274,3 +277,5 @@ func FuzzConvert(f *testing.F) {
 		}
 	})
 }
+
+var noVerification = &deployerv1.RollbackPolicy{VerificationWindow: durationpb.New(0)}

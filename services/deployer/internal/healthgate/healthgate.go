@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"slices"
 	"strconv"
@@ -27,10 +28,25 @@ var ErrUnhealthy = errors.New("replica unhealthy")
 // Gate registers replicas with the health-checker and waits on them.
 type Gate struct {
 	client hcv1.HealthCheckerServiceClient
+	// StartupGrace is how long a replica that has not answered yet (its
+	// port refuses connections) may stay critical before it counts as
+	// failed: a slow start is not a broken release. An answer that fails
+	// (a 503, a failing command) counts at once.
+	StartupGrace time.Duration
 }
 
+// DefaultStartupGrace is a Gate's StartupGrace unless set.
+const DefaultStartupGrace = 10 * time.Second
+
 // New returns a gate using the health-checker behind client.
-func New(client hcv1.HealthCheckerServiceClient) *Gate { return &Gate{client: client} }
+func New(client hcv1.HealthCheckerServiceClient) *Gate {
+	return &Gate{client: client, StartupGrace: DefaultStartupGrace}
+}
+
+// notListening reports a check that failed because nothing listens yet.
+func notListening(msg string) bool {
+	return strings.Contains(msg, "connection refused") || strings.Contains(msg, "connection reset")
+}
 
 // Defaults for a replica's check when the spec leaves them out: quick, since
 // a rollout waits on them.
@@ -174,23 +190,59 @@ func (g *Gate) WaitPassing(ctx context.Context, group string, names []string) er
 	for _, n := range names {
 		pending[n] = true
 	}
+	// Replicas critical only because they do not listen yet, by name, with
+	// their last message; they fail when the startup grace ends.
+	starting := map[string]string{}
+	var grace <-chan time.Time
+	if g.StartupGrace > 0 {
+		t := time.NewTimer(g.StartupGrace)
+		defer t.Stop()
+		grace = t.C
+	}
+	transitions := make(chan *hcv1.TargetTransition)
+	recvErr := make(chan error, 1)
+	go func() {
+		for {
+			resp, err := stream.Recv()
+			if err != nil {
+				recvErr <- err
+				return
+			}
+			select {
+			case transitions <- resp.GetTransition():
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
 	for {
-		resp, err := stream.Recv()
-		if err != nil {
+		select {
+		case err := <-recvErr:
 			if ctx.Err() != nil {
 				return fmt.Errorf("waiting for %s to pass: %w", strings.Join(keys(pending), ", "), context.Cause(ctx))
 			}
 			return fmt.Errorf("watch replica health: %w", err)
-		}
-		tr := resp.GetTransition()
-		switch tr.GetState() {
-		case hcv1.CheckState_CHECK_STATE_PASSING, hcv1.CheckState_CHECK_STATE_WARNING:
-			delete(pending, tr.GetName())
-			if len(pending) == 0 {
-				return nil
+		case <-grace:
+			grace = nil
+			for _, n := range slices.Sorted(maps.Keys(starting)) {
+				return fmt.Errorf("%w: %s: still not answering after %s: %s", ErrUnhealthy, n, g.StartupGrace, starting[n])
 			}
-		case hcv1.CheckState_CHECK_STATE_CRITICAL:
-			return fmt.Errorf("%w: %s: %s", ErrUnhealthy, tr.GetName(), tr.GetResult().GetMessage())
+		case tr := <-transitions:
+			switch tr.GetState() {
+			case hcv1.CheckState_CHECK_STATE_PASSING, hcv1.CheckState_CHECK_STATE_WARNING:
+				delete(pending, tr.GetName())
+				delete(starting, tr.GetName())
+				if len(pending) == 0 {
+					return nil
+				}
+			case hcv1.CheckState_CHECK_STATE_CRITICAL:
+				msg := tr.GetResult().GetMessage()
+				if grace != nil && pending[tr.GetName()] && notListening(msg) {
+					starting[tr.GetName()] = msg
+					continue
+				}
+				return fmt.Errorf("%w: %s: %s", ErrUnhealthy, tr.GetName(), msg)
+			}
 		}
 	}
 }

@@ -133,3 +133,66 @@ func TestTargetMapping(t *testing.T) {
 		t.Fatalf("no ports and no check: %v %v, want nothing to check", tg, err)
 	}
 }
+
+// TestSlowStartIsNotAFailure: a replica whose port opens late passes once it
+// answers; one that never listens fails when the startup grace ends.
+func TestSlowStartIsNotAFailure(t *testing.T) {
+	client := checkertest.Start(t)
+	gate := healthgate.New(client)
+	gate.StartupGrace = 2 * time.Second
+	ctx := t.Context()
+
+	// A port that refuses connections for 600ms, then serves.
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := lis.Addr().String()
+	lis.Close()
+	late := make(chan *http.Server, 1)
+	go func() {
+		time.Sleep(600 * time.Millisecond)
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			late <- nil
+			return
+		}
+		srv := &http.Server{Handler: http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}), ReadHeaderTimeout: time.Second}
+		late <- srv
+		_ = srv.Serve(l)
+	}()
+	name, err := gate.Register(ctx, replicaFor(t, "shop-prod-r2-slow", "http://"+addr), "shop-prod", httpCheck)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := gate.WaitPassing(wctx, "shop-prod", []string{name}); err != nil {
+		t.Fatalf("slow starter: %v", err)
+	}
+	if srv := <-late; srv != nil {
+		_ = srv.Close()
+	} else {
+		t.Fatal("could not listen on the late port")
+	}
+
+	// Never listens: fails after the grace, saying why.
+	lis, err = net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := lis.Addr().String()
+	lis.Close()
+	name, err = gate.Register(ctx, replicaFor(t, "shop-prod-r2-dead", "http://"+dead), "shop-prod", httpCheck)
+	if err != nil {
+		t.Fatal(err)
+	}
+	begin := time.Now()
+	err = gate.WaitPassing(wctx, "shop-prod", []string{name})
+	if !errors.Is(err, healthgate.ErrUnhealthy) || !strings.Contains(err.Error(), "not answering after 2s") {
+		t.Fatalf("dead replica: %v", err)
+	}
+	if took := time.Since(begin); took < 2*time.Second || took > 5*time.Second {
+		t.Fatalf("failed after %s, want at the 2s grace", took)
+	}
+}

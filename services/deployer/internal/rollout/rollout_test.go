@@ -114,6 +114,7 @@ func spec(version string, strategy *deployerv1.Strategy, env ...*deployerv1.EnvV
 		},
 		StopGracePeriod:  durationpb.New(5 * time.Second),
 		ProgressDeadline: durationpb.New(20 * time.Second),
+		RollbackPolicy:   &deployerv1.RollbackPolicy{VerificationWindow: durationpb.New(0)},
 		Strategy:         strategy,
 	}
 }

@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	deployerv1 "github.com/opsuite/opsuite/gen/opsuite/deployer/v1"
+	"github.com/opsuite/opsuite/services/deployer/internal/analysis"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
@@ -43,6 +45,14 @@ type Runner struct {
 	// Guard, when set, rolls back a new revision whose requests fail too
 	// often while the rollout runs.
 	Guard *ErrorGuard
+	// Analysis measures analysis steps and background analyses; without it
+	// an analysis step fails.
+	Analysis *analysis.Measurer
+	// Alerts, when set, rolls back a rollout whose application has an alert
+	// firing since the rollout started.
+	Alerts AlertChecker
+	// AlertInterval is how often Alerts is asked; default 1s.
+	AlertInterval time.Duration
 }
 
 func (rn *Runner) now() time.Time {
@@ -79,6 +89,13 @@ func Prepare(r *deployerv1.Rollout, current int32, routed bool) []string {
 // ends (a shutdown: progress stays saved and Run can be called again).
 // newRev is the revision being rolled out, oldRev the one serving before
 // (Number 0 on a first deploy).
+//
+// Background checks (the error guard, firing alerts, a canary's background
+// analysis) run beside the steps; when one trips, the step in progress is
+// cancelled and the rollback policy decides: roll back straight to oldRev,
+// hold the rollout paused for a person, or note it and carry on. After the
+// last step the rollout verifies for the policy's window, during which the
+// same checks still roll it back.
 func (rn *Runner) Run(ctx context.Context, r *deployerv1.Rollout, newRev, oldRev Revision, signals <-chan Signal) error {
 	if r.GetStartTime() == nil {
 		r.StartTime = timestamppb.New(rn.now())
@@ -95,87 +112,376 @@ func (rn *Runner) Run(ctx context.Context, r *deployerv1.Rollout, newRev, oldRev
 	}
 	// A rollout a person paused stays paused across a deployer restart.
 	heldByUser := r.GetPhase() == deployerv1.RolloutPhase_ROLLOUT_PHASE_PAUSED && r.GetPauseCause() == deployerv1.PauseCause_PAUSE_CAUSE_USER
-	if !heldByUser {
+	verifying := r.GetPhase() == deployerv1.RolloutPhase_ROLLOUT_PHASE_VERIFYING
+	if !heldByUser && !verifying {
 		r.Phase = deployerv1.RolloutPhase_ROLLOUT_PHASE_PROGRESSING
 		if err := rn.save(ctx, r); err != nil {
 			return err
 		}
 	}
-	// Steps run under a context the error guard can cancel, with a cause.
 	parent := ctx
-	ctx, cancelSteps := context.WithCancelCause(parent)
-	defer cancelSteps(nil)
+	tr := &trips{}
+	watchCtx, stopWatches := context.WithCancel(parent)
+	defer stopWatches()
 	if rn.Guard != nil && oldRev.Number != 0 {
-		go rn.Guard.watch(ctx, newRev.Number, cancelSteps)
+		go rn.Guard.watch(watchCtx, newRev.Number, func(err error) {
+			tr.trip(&Tripped{Trigger: deployerv1.RollbackTrigger_ROLLBACK_TRIGGER_FAILED_ANALYSIS, Reason: err.Error()})
+		})
 	}
+	if rn.Alerts != nil {
+		go rn.watchAlerts(watchCtx, r.GetApplication(), r.GetEnvironment(), r.GetStartTime().AsTime(), tr)
+	}
+	bg := r.GetStrategy().GetCanary().GetBackgroundAnalysis()
+	bgStarted := false
+	startBackground := func() {
+		if bg == nil || bgStarted || rn.Analysis == nil {
+			return
+		}
+		bgStarted = true
+		target := analysis.Target{App: r.GetApplication(), Env: r.GetEnvironment(), Revision: newRev.Number, Stable: oldRev.Number}
+		go func() {
+			st := &deployerv1.AnalysisStatus{}
+			err := rn.Analysis.Background(watchCtx, bg, target, st)
+			var failed *analysis.Failed
+			if errors.As(err, &failed) {
+				tr.trip(&Tripped{Trigger: deployerv1.RollbackTrigger_ROLLBACK_TRIGGER_FAILED_ANALYSIS, Reason: "background analysis: " + failed.Message, Analysis: st})
+			}
+		}()
+	}
+	if r.GetCanaryWeight() > 0 || verifying {
+		startBackground()
+	}
+
 	for i := int(r.GetCurrentStepIndex()); i < len(r.GetSteps()); i++ {
-		if err := rn.between(ctx, r, signals, heldByUser); err != nil {
-			if errors.Is(err, errAborted) {
-				return rn.rollback(parent, r, newRev, oldRev, deployerv1.RollbackTrigger_ROLLBACK_TRIGGER_ABORT, "aborted by request")
+		stepCtx := tr.begin(parent)
+		err := rn.between(stepCtx, r, signals, heldByUser)
+		if err == nil {
+			heldByUser = false
+			step := r.GetSteps()[i]
+			r.CurrentStepIndex = int32(i)
+			if step.GetState() == deployerv1.StepState_STEP_STATE_PENDING || step.GetStartTime() == nil {
+				step.StartTime = timestamppb.New(rn.now())
 			}
-			if parent.Err() != nil {
-				return parent.Err()
+			step.State = deployerv1.StepState_STEP_STATE_RUNNING
+			r.PhaseDeadline = timestamppb.New(rn.now().Add(deadline))
+			if err := rn.save(stepCtx, r); err != nil && parent.Err() == nil && tr.pending() == nil {
+				return err
 			}
-			var tripped *GuardTripped
-			if errors.As(context.Cause(ctx), &tripped) {
-				return rn.rollback(parent, r, newRev, oldRev, deployerv1.RollbackTrigger_ROLLBACK_TRIGGER_FAILED_ANALYSIS, tripped.Error())
+			var full bool
+			full, err = rn.step(stepCtx, r, step, newRev, oldRev, deadline, signals)
+			if err == nil && tr.pending() == nil {
+				step.State = deployerv1.StepState_STEP_STATE_SUCCEEDED
+				step.EndTime = timestamppb.New(rn.now())
+				r.CanaryWeight = step.GetWeight()
+				r.UpdatedReplicas, r.OldReplicas = step.GetNewReplicas(), step.GetOldReplicas()
+				if r.GetCanaryWeight() > 0 {
+					startBackground()
+				}
+				if full {
+					for _, rest := range r.GetSteps()[i+1:] {
+						rest.State = deployerv1.StepState_STEP_STATE_SKIPPED
+						rest.Message = "skipped: promoted to full"
+					}
+					if err := rn.converge(parent, r, newRev, oldRev, r.GetDesiredReplicas(), 0, 100, deadline); err != nil {
+						if parent.Err() != nil {
+							return parent.Err()
+						}
+						return rn.rollback(parent, r, newRev, oldRev, deployerv1.RollbackTrigger_ROLLBACK_TRIGGER_FAILED_HEALTH, err.Error())
+					}
+					break
+				}
+				if err := rn.save(parent, r); err != nil {
+					return err
+				}
+				continue
 			}
-			return err
 		}
-		heldByUser = false
+		if parent.Err() != nil {
+			return parent.Err() // shutting down: resume later
+		}
+		// The step (or the wait before it) ended early: an abort, a failure
+		// of its own, or a background check that tripped.
 		step := r.GetSteps()[i]
-		r.CurrentStepIndex = int32(i)
-		if step.GetState() == deployerv1.StepState_STEP_STATE_PENDING || step.GetStartTime() == nil {
-			step.StartTime = timestamppb.New(rn.now())
-		}
-		step.State = deployerv1.StepState_STEP_STATE_RUNNING
-		r.PhaseDeadline = timestamppb.New(rn.now().Add(deadline))
-		if err := rn.save(ctx, r); err != nil {
-			return err
-		}
-		full, err := rn.step(ctx, r, step, newRev, oldRev, deadline, signals)
-		if errors.Is(err, errAborted) {
+		trip := tr.pending()
+		switch {
+		case errors.Is(err, errAborted):
 			step.State = deployerv1.StepState_STEP_STATE_FAILED
 			step.Message = "aborted"
 			return rn.rollback(parent, r, newRev, oldRev, deployerv1.RollbackTrigger_ROLLBACK_TRIGGER_ABORT, "aborted by request")
+		case trip == nil:
+			trip = stepTrip(err)
 		}
-		var tripped *GuardTripped
-		if errors.As(context.Cause(ctx), &tripped) {
-			step.State = deployerv1.StepState_STEP_STATE_FAILED
-			step.Message = tripped.Error()
-			step.EndTime = timestamppb.New(rn.now())
-			return rn.rollback(parent, r, newRev, oldRev, deployerv1.RollbackTrigger_ROLLBACK_TRIGGER_FAILED_ANALYSIS, tripped.Error())
-		}
-		if err != nil {
-			if parent.Err() != nil {
-				return parent.Err() // shutting down: resume later
-			}
-			step.State = deployerv1.StepState_STEP_STATE_FAILED
-			step.Message = err.Error()
-			step.EndTime = timestamppb.New(rn.now())
-			trigger := deployerv1.RollbackTrigger_ROLLBACK_TRIGGER_FAILED_HEALTH
-			if errors.Is(err, context.DeadlineExceeded) {
-				trigger = deployerv1.RollbackTrigger_ROLLBACK_TRIGGER_DEADLINE
-			}
-			return rn.rollback(parent, r, newRev, oldRev, trigger, err.Error())
-		}
-		step.State = deployerv1.StepState_STEP_STATE_SUCCEEDED
+		step.Message = trip.Reason
 		step.EndTime = timestamppb.New(rn.now())
-		r.CanaryWeight = step.GetWeight()
-		r.UpdatedReplicas, r.OldReplicas = step.GetNewReplicas(), step.GetOldReplicas()
-		if full {
-			for _, rest := range r.GetSteps()[i+1:] {
-				rest.State = deployerv1.StepState_STEP_STATE_SKIPPED
-				rest.Message = "skipped: promoted to full"
+		step.State = deployerv1.StepState_STEP_STATE_FAILED
+		switch rn.action(r, trip) {
+		case deployerv1.FailureAction_FAILURE_ACTION_IGNORE:
+			// Noted in the step's history; the step counts as done.
+			step.Message = "ignored by the rollback policy: " + trip.Reason
+			tr.clear()
+			if err := rn.save(parent, r); err != nil {
+				return err
 			}
-			if err := rn.converge(ctx, r, newRev, oldRev, r.GetDesiredReplicas(), 0, 100, deadline); err != nil {
-				return rn.rollback(parent, r, newRev, oldRev, deployerv1.RollbackTrigger_ROLLBACK_TRIGGER_FAILED_HEALTH, err.Error())
+			continue
+		case deployerv1.FailureAction_FAILURE_ACTION_PAUSE:
+			cause := deployerv1.PauseCause_PAUSE_CAUSE_FAILURE
+			if trip.Inconclusive {
+				cause = deployerv1.PauseCause_PAUSE_CAUSE_INCONCLUSIVE_ANALYSIS
 			}
-			break
+			tr.clear()
+			if err := rn.hold(parent, r, cause, trip.Reason, signals); err != nil {
+				if errors.Is(err, errAborted) {
+					return rn.rollback(parent, r, newRev, oldRev, deployerv1.RollbackTrigger_ROLLBACK_TRIGGER_ABORT, "aborted by request after: "+trip.Reason)
+				}
+				return err
+			}
+			// A person chose to go on: the failed step counts as done
+			// for analysis, and is tried again otherwise.
+			if step.GetKind() == deployerv1.StepKind_STEP_KIND_ANALYSIS {
+				step.Message = "promoted past a failed analysis: " + trip.Reason
+				continue
+			}
+			step.State = deployerv1.StepState_STEP_STATE_PENDING
+			i--
+			continue
+		}
+		return rn.rollback(parent, r, newRev, oldRev, trip.Trigger, trip.Reason)
+	}
+	if r.GetPhase() != deployerv1.RolloutPhase_ROLLOUT_PHASE_VERIFYING {
+		r.CurrentStepIndex = int32(len(r.GetSteps()))
+		r.CanaryWeight, r.UpdatedReplicas, r.OldReplicas = 100, r.GetDesiredReplicas(), 0
+	}
+	if err := rn.verify(parent, r, tr); err != nil {
+		if parent.Err() != nil {
+			return parent.Err()
+		}
+		var trip *Tripped
+		if errors.As(err, &trip) {
+			return rn.rollback(parent, r, newRev, oldRev, trip.Trigger, "during verification: "+trip.Reason)
+		}
+		return err
+	}
+	return rn.finish(parent, r, deployerv1.RolloutPhase_ROLLOUT_PHASE_SUCCEEDED, "rolled out")
+}
+
+// DefaultVerificationWindow applies when the rollback policy sets none.
+const DefaultVerificationWindow = 5 * time.Minute
+
+// verify keeps the rollout in phase verifying until its window (counted
+// from the end of its last step, so a restart does not lengthen it) is over;
+// a background check that trips then is returned as *Tripped, unless the
+// policy ignores it.
+func (rn *Runner) verify(ctx context.Context, r *deployerv1.Rollout, tr *trips) error {
+	window := DefaultVerificationWindow
+	if w := r.GetEffectiveSpec().GetRollbackPolicy().GetVerificationWindow(); w != nil {
+		window = w.AsDuration()
+	}
+	if window <= 0 {
+		return nil
+	}
+	began := rn.now()
+	if steps := r.GetSteps(); len(steps) > 0 && steps[len(steps)-1].GetEndTime() != nil {
+		began = steps[len(steps)-1].GetEndTime().AsTime()
+	}
+	end := began.Add(window)
+	if r.GetPhase() != deployerv1.RolloutPhase_ROLLOUT_PHASE_VERIFYING {
+		r.Phase = deployerv1.RolloutPhase_ROLLOUT_PHASE_VERIFYING
+		r.PhaseDeadline = timestamppb.New(end)
+		r.Message = fmt.Sprintf("verifying until %s", end.UTC().Format(time.RFC3339))
+		if err := rn.save(ctx, r); err != nil {
+			return err
 		}
 	}
-	r.CurrentStepIndex = int32(len(r.GetSteps()))
-	return rn.finish(parent, r, deployerv1.RolloutPhase_ROLLOUT_PHASE_SUCCEEDED, "rolled out")
+	for {
+		vctx := tr.begin(ctx)
+		err := sleepCtx(vctx, end.Sub(rn.now()))
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		trip := tr.pending()
+		if trip == nil {
+			return err
+		}
+		if rn.action(r, trip) != deployerv1.FailureAction_FAILURE_ACTION_IGNORE {
+			// Pause makes no sense once every step is done: roll back.
+			return trip
+		}
+		tr.clear()
+	}
+}
+
+// Tripped is why a background check or a failing step stopped the rollout.
+type Tripped struct {
+	Trigger deployerv1.RollbackTrigger
+	Reason  string
+	// Inconclusive: an analysis lacked data rather than failed.
+	Inconclusive bool
+	// Analysis holds a background analysis's measurements.
+	Analysis *deployerv1.AnalysisStatus
+}
+
+func (t *Tripped) Error() string { return t.Reason }
+
+// stepTrip classifies a step's own failure.
+func stepTrip(err error) *Tripped {
+	var failed *analysis.Failed
+	switch {
+	case errors.As(err, &failed):
+		return &Tripped{Trigger: deployerv1.RollbackTrigger_ROLLBACK_TRIGGER_FAILED_ANALYSIS, Reason: failed.Message, Inconclusive: failed.Inconclusive}
+	case errors.Is(err, context.DeadlineExceeded):
+		return &Tripped{Trigger: deployerv1.RollbackTrigger_ROLLBACK_TRIGGER_DEADLINE, Reason: err.Error()}
+	}
+	return &Tripped{Trigger: deployerv1.RollbackTrigger_ROLLBACK_TRIGGER_FAILED_HEALTH, Reason: err.Error()}
+}
+
+// action is what the rollback policy says to do about a trip.
+func (rn *Runner) action(r *deployerv1.Rollout, t *Tripped) deployerv1.FailureAction {
+	p := r.GetEffectiveSpec().GetRollbackPolicy()
+	var a deployerv1.FailureAction
+	switch t.Trigger {
+	case deployerv1.RollbackTrigger_ROLLBACK_TRIGGER_FAILED_HEALTH:
+		a = p.GetOnFailedHealth()
+	case deployerv1.RollbackTrigger_ROLLBACK_TRIGGER_FAILED_ANALYSIS:
+		a = p.GetOnFailedAnalysis()
+		if t.Inconclusive && a == deployerv1.FailureAction_FAILURE_ACTION_UNSPECIFIED {
+			// Not enough data is not evidence of failure: ask a person.
+			a = deployerv1.FailureAction_FAILURE_ACTION_PAUSE
+		}
+	case deployerv1.RollbackTrigger_ROLLBACK_TRIGGER_FIRING_ALERT:
+		a = p.GetOnFiringAlert()
+	case deployerv1.RollbackTrigger_ROLLBACK_TRIGGER_DEADLINE:
+		a = p.GetOnDeadline()
+	}
+	if a == deployerv1.FailureAction_FAILURE_ACTION_UNSPECIFIED {
+		return deployerv1.FailureAction_FAILURE_ACTION_ROLLBACK
+	}
+	return a
+}
+
+// hold keeps the rollout paused after a failure until a person promotes or
+// resumes (nil) or aborts (errAborted).
+func (rn *Runner) hold(ctx context.Context, r *deployerv1.Rollout, cause deployerv1.PauseCause, why string, signals <-chan Signal) error {
+	r.Phase = deployerv1.RolloutPhase_ROLLOUT_PHASE_PAUSED
+	r.PauseCause = cause
+	r.Message = "paused by the rollback policy: " + why + "; promote to go on or abort to roll back"
+	if err := rn.save(ctx, r); err != nil {
+		return err
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case sig := <-signals:
+			switch sig {
+			case Abort:
+				return errAborted
+			case Resume, Promote, PromoteFull:
+				r.Phase = deployerv1.RolloutPhase_ROLLOUT_PHASE_PROGRESSING
+				r.PauseCause = deployerv1.PauseCause_PAUSE_CAUSE_UNSPECIFIED
+				r.Message = ""
+				return rn.save(ctx, r)
+			}
+		}
+	}
+}
+
+// trips holds the first background trip and cancels the step in progress
+// when one comes.
+type trips struct {
+	mu     sync.Mutex
+	cur    *Tripped
+	cancel context.CancelFunc
+}
+
+// begin returns the context of the next step, cancelled by a trip (at once
+// if one is pending).
+func (t *trips) begin(parent context.Context) context.Context {
+	ctx, cancel := context.WithCancel(parent)
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.cancel != nil {
+		t.cancel()
+	}
+	t.cancel = cancel
+	if t.cur != nil {
+		cancel()
+	}
+	return ctx
+}
+
+func (t *trips) trip(tr *Tripped) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.cur == nil {
+		t.cur = tr
+	}
+	if t.cancel != nil {
+		t.cancel()
+	}
+}
+
+func (t *trips) pending() *Tripped {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.cur
+}
+
+func (t *trips) clear() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.cur = nil
+}
+
+// AlertChecker tells whether an alert for an application's environment has
+// fired since a time (the monitor's IsAlertFiring).
+type AlertChecker interface {
+	Firing(ctx context.Context, app, env string, since time.Time) (firing bool, why string, err error)
+}
+
+// watchAlerts polls the alert checker until ctx ends and trips once an
+// alert for the application fired since the rollout started. A monitor that
+// does not answer is logged and asked again: it is no reason to roll back.
+func (rn *Runner) watchAlerts(ctx context.Context, app, env string, since time.Time, tr *trips) {
+	interval := rn.AlertInterval
+	if interval <= 0 {
+		interval = time.Second
+	}
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		firing, why, err := rn.Alerts.Firing(cctx, app, env, since)
+		cancel()
+		if err != nil {
+			if ctx.Err() == nil && rn.Exec != nil && rn.Exec.Log != nil {
+				rn.Exec.Log.Warn("cannot ask the monitor about firing alerts", "app", app, "env", env, "err", err)
+			}
+			continue
+		}
+		if firing {
+			tr.trip(&Tripped{Trigger: deployerv1.RollbackTrigger_ROLLBACK_TRIGGER_FIRING_ALERT, Reason: why})
+			return
+		}
+	}
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	if d <= 0 {
+		return ctx.Err()
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
 }
 
 var errAborted = errors.New("aborted")
@@ -225,7 +531,7 @@ func (rn *Runner) step(ctx context.Context, r *deployerv1.Rollout, step *deploye
 	case deployerv1.StepKind_STEP_KIND_PAUSE:
 		return rn.pause(ctx, r, step, signals)
 	case deployerv1.StepKind_STEP_KIND_ANALYSIS:
-		return false, errors.New("analysis steps are not supported yet")
+		return false, rn.analyse(ctx, r, step, newRev, oldRev)
 	default:
 		return false, rn.converge(ctx, r, newRev, oldRev, step.GetNewReplicas(), step.GetOldReplicas(), step.GetWeight(), deadline)
 	}
@@ -347,4 +653,48 @@ func isTerminal(p deployerv1.RolloutPhase) bool {
 		return true
 	}
 	return false
+}
+
+// analyse runs an analysis step with the analysis its strategy defines
+// there, keeping the measurements on the step so a restart continues them.
+func (rn *Runner) analyse(ctx context.Context, r *deployerv1.Rollout, step *deployerv1.RolloutStep, newRev, oldRev Revision) error {
+	a := analysisFor(r, step)
+	if a == nil {
+		return &analysis.Failed{Message: fmt.Sprintf("step %d: the strategy defines no analysis for it", step.GetIndex())}
+	}
+	if rn.Analysis == nil {
+		return &analysis.Failed{Message: "no analysis measurer is configured"}
+	}
+	if step.Analysis == nil {
+		step.Analysis = &deployerv1.AnalysisStatus{}
+	}
+	target := analysis.Target{App: r.GetApplication(), Env: r.GetEnvironment(), Revision: newRev.Number, Stable: oldRev.Number}
+	return rn.Analysis.Run(ctx, a, target, step.Analysis, func() error { return rn.save(ctx, r) })
+}
+
+// analysisFor finds the analysis an analysis step runs: the k-th analysis
+// step of a rollout runs the k-th analysis of its strategy, in plan order.
+func analysisFor(r *deployerv1.Rollout, step *deployerv1.RolloutStep) *deployerv1.Analysis {
+	var defs []*deployerv1.Analysis
+	if a := r.GetStrategy().GetBlueGreen().GetPrePromotionAnalysis(); a != nil {
+		defs = append(defs, a)
+	}
+	for _, cs := range r.GetStrategy().GetCanary().GetSteps() {
+		if a := cs.GetAnalysis(); a != nil {
+			defs = append(defs, a.GetAnalysis())
+		}
+	}
+	k := 0
+	for _, s := range r.GetSteps() {
+		if s == step {
+			break
+		}
+		if s.GetKind() == deployerv1.StepKind_STEP_KIND_ANALYSIS {
+			k++
+		}
+	}
+	if k < len(defs) {
+		return defs[k]
+	}
+	return nil
 }
