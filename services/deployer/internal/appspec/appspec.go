@@ -7,6 +7,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"math"
 	"path"
 	"regexp"
 	"strings"
@@ -195,6 +196,7 @@ func validateSpec(ve *ValidationError, f string, s *deployerv1.ApplicationSpec) 
 	checkDuration(ve, f+".pause_deadline", s.GetPauseDeadline(), time.Second, 7*24*time.Hour)
 	validateHealthCheck(ve, f+".health_check", s.GetHealthCheck(), portNames)
 	validateStrategy(ve, f+".strategy", s.GetStrategy(), s.GetReplicas())
+	validateRollbackPolicy(ve, f+".rollback_policy", s.GetRollbackPolicy())
 	if a := s.GetAutoscaling(); a != nil {
 		af := f + ".autoscaling"
 		if a.GetMinReplicas() < 0 || a.GetMaxReplicas() > MaxReplicas || a.GetMinReplicas() > a.GetMaxReplicas() {
@@ -395,16 +397,130 @@ func validateStrategy(ve *ValidationError, f string, s *deployerv1.Strategy, rep
 			case *deployerv1.CanaryStep_Pause:
 				checkDuration(ve, sf+".pause.duration", x.Pause.GetDuration(), 0, 7*24*time.Hour)
 			case *deployerv1.CanaryStep_Analysis:
-				if len(x.Analysis.GetAnalysis().GetMetrics()) == 0 {
-					ve.Add(sf+".analysis.analysis.metrics", "at least one metric is required")
-				}
+				validateAnalysis(ve, sf+".analysis.analysis", x.Analysis.GetAnalysis(), false)
 			case nil:
 				ve.Add(sf, "one of set_weight, pause or analysis is required")
 			}
 		}
 	case *deployerv1.Strategy_Recreate, nil:
 	}
+	if a := s.GetCanary().GetBackgroundAnalysis(); a != nil {
+		validateAnalysis(ve, f+".canary.background_analysis", a, true)
+	}
+	if a := s.GetBlueGreen().GetPrePromotionAnalysis(); a != nil {
+		validateAnalysis(ve, f+".blue_green.pre_promotion_analysis", a, false)
+	}
 }
+
+const maxAnalysisCount = 1000
+
+// validateAnalysis checks an analysis; background ones measure until
+// promotion, so their count is not used.
+func validateAnalysis(ve *ValidationError, f string, a *deployerv1.Analysis, background bool) {
+	if len(a.GetMetrics()) == 0 {
+		ve.Add(f+".metrics", "at least one metric is required")
+	}
+	checkDuration(ve, f+".interval", a.GetInterval(), 100*time.Millisecond, time.Hour)
+	checkDuration(ve, f+".initial_delay", a.GetInitialDelay(), 0, time.Hour)
+	if c := a.GetCount(); c < 0 || c > maxAnalysisCount || (background && c != 0) {
+		if background {
+			ve.Add(f+".count", "a background analysis measures until promotion; leave count unset")
+		} else {
+			ve.Add(f+".count", "must be 0-%d, got %d", maxAnalysisCount, c)
+		}
+	}
+	if a.GetFailureLimit() < 0 {
+		ve.Add(f+".failure_limit", "must not be negative")
+	}
+	if a.GetInconclusiveLimit() < 0 {
+		ve.Add(f+".inconclusive_limit", "must not be negative")
+	}
+	names := map[string]bool{}
+	for i, m := range a.GetMetrics() {
+		mf := fmt.Sprintf("%s.metrics[%d]", f, i)
+		checkName(ve, mf+".name", m.GetName(), true)
+		if names[m.GetName()] {
+			ve.Add(mf+".name", "%q is used twice", m.GetName())
+		}
+		names[m.GetName()] = true
+		switch src := m.GetSource().(type) {
+		case *deployerv1.AnalysisMetric_Router:
+			validateRouterMetric(ve, mf+".router", src.Router, a.GetInterval().AsDuration())
+		case *deployerv1.AnalysisMetric_Monitor:
+			if strings.TrimSpace(src.Monitor.GetQuery()) == "" {
+				ve.Add(mf+".monitor.query", "is required")
+			}
+			if fb := src.Monitor.GetFallback(); fb != nil {
+				validateRouterMetric(ve, mf+".monitor.fallback", fb, a.GetInterval().AsDuration())
+			}
+		case nil:
+			ve.Add(mf, "one of router or monitor is required")
+		}
+		switch m.GetComparison() {
+		case deployerv1.Comparison_COMPARISON_LESS_THAN, deployerv1.Comparison_COMPARISON_LESS_OR_EQUAL,
+			deployerv1.Comparison_COMPARISON_GREATER_THAN, deployerv1.Comparison_COMPARISON_GREATER_OR_EQUAL:
+		default:
+			ve.Add(mf+".comparison", "is required: less_than, less_or_equal, greater_than or greater_or_equal")
+		}
+		if math.IsNaN(m.GetThreshold()) || math.IsInf(m.GetThreshold(), 0) {
+			ve.Add(mf+".threshold", "must be a finite number")
+		}
+	}
+}
+
+func validateRouterMetric(ve *ValidationError, f string, rm *deployerv1.RouterMetric, interval time.Duration) {
+	switch rm.GetKind() {
+	case deployerv1.RouterMetricKind_ROUTER_METRIC_KIND_ERROR_RATIO, deployerv1.RouterMetricKind_ROUTER_METRIC_KIND_LATENCY,
+		deployerv1.RouterMetricKind_ROUTER_METRIC_KIND_REQUEST_RATE:
+	default:
+		ve.Add(f+".kind", "is required: error_ratio, latency or request_rate")
+	}
+	if p := rm.GetPercentile(); p < 0 || p > 100 || math.IsNaN(p) {
+		ve.Add(f+".percentile", "must be 0-100, got %g", p)
+	}
+	if rm.GetMinRequests() < 0 {
+		ve.Add(f+".min_requests", "must not be negative")
+	}
+	if interval <= 0 {
+		interval = 30 * time.Second
+	}
+	checkDuration(ve, f+".window", rm.GetWindow(), 0, interval)
+}
+
+func validateRollbackPolicy(ve *ValidationError, f string, p *deployerv1.RollbackPolicy) {
+	if p == nil {
+		return
+	}
+	actions := []struct {
+		field  string
+		action deployerv1.FailureAction
+		ignore bool
+	}{
+		{"on_failed_health", p.GetOnFailedHealth(), false},
+		{"on_failed_analysis", p.GetOnFailedAnalysis(), true},
+		{"on_firing_alert", p.GetOnFiringAlert(), true},
+		{"on_deadline", p.GetOnDeadline(), false},
+	}
+	for _, a := range actions {
+		switch a.action {
+		case deployerv1.FailureAction_FAILURE_ACTION_UNSPECIFIED, deployerv1.FailureAction_FAILURE_ACTION_ROLLBACK, deployerv1.FailureAction_FAILURE_ACTION_PAUSE:
+		case deployerv1.FailureAction_FAILURE_ACTION_IGNORE:
+			if !a.ignore {
+				ve.Add(f+"."+a.field, "ignore would send traffic to replicas that never became healthy; use rollback or pause")
+			}
+		default:
+			ve.Add(f+"."+a.field, "unknown action %d", a.action)
+		}
+	}
+	checkDuration(ve, f+".verification_window", p.GetVerificationWindow(), 0, 24*time.Hour)
+	for k := range p.GetAlertMatchLabels() {
+		if !labelNameRe.MatchString(k) {
+			ve.Add(f+".alert_match_labels", "%q is not a label name ([a-zA-Z_][a-zA-Z0-9_]*)", k)
+		}
+	}
+}
+
+var labelNameRe = regexp.MustCompile(`^[a-zA-Z_][a-zA-Z0-9_]*$`)
 
 // quantity resolves a count-or-percent against replicas (rounding percent up).
 func quantity(ve *ValidationError, f string, q *deployerv1.ReplicaQuantity, replicas int32) int32 {
