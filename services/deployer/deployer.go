@@ -82,6 +82,7 @@ type Service struct {
 	events  Publisher
 	gate    *healthgate.Gate
 	monitor monitorv1.MonitorServiceClient
+	hc      hcv1.HealthCheckerServiceClient
 	drivers map[string]driver.Driver
 	// ownDrivers says Run closes the drivers (New opened them).
 	ownDrivers bool
@@ -108,6 +109,7 @@ type envRuntime struct {
 
 	mu      sync.Mutex
 	active  string // rollout id
+	cancel  context.CancelCauseFunc
 	signals chan rollout.Signal
 	done    chan struct{}
 }
@@ -141,7 +143,7 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	}
 	return &Service{
 		cfg: cfg, log: log, reg: deps.Registerer, js: deps.JetStream, events: deps.Events,
-		gate: healthgate.New(deps.HealthChecker), monitor: deps.Monitor, drivers: drivers, ownDrivers: owned, containers: cm,
+		gate: healthgate.New(deps.HealthChecker), monitor: deps.Monitor, hc: deps.HealthChecker, drivers: drivers, ownDrivers: owned, containers: cm,
 		readyCh: make(chan struct{}), envs: map[string]*envRuntime{},
 	}, nil
 }
@@ -255,6 +257,11 @@ func (s *Service) routerFor(app, env, listen string) (*envRuntime, error) {
 		if err := r.Serve(ctx, lis); err != nil {
 			s.log.Error("router stopped", "app", app, "env", env, "err", err)
 		}
+	}()
+	s.running.Add(1)
+	go func() {
+		defer s.running.Done()
+		s.watchReplicaHealth(ctx, app, env, e)
 	}()
 	s.envs[key] = e
 	s.log.Info("router listening", "app", app, "env", env, "endpoint", e.endpoint)

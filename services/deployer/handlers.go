@@ -212,11 +212,21 @@ func (s *Service) deploy(ctx context.Context, req *deployerv1.DeployRequest) (*d
 }
 
 func (s *Service) deployAs(ctx context.Context, req *deployerv1.DeployRequest, kind deployerv1.RolloutKind) (*deployerv1.DeployResponse, error) {
-	if req.GetFromEnvironment() != "" {
-		return nil, &fieldError{"from_environment", "promotion between environments is not supported yet; deploy the revision number instead"}
+	if req.GetFromEnvironment() != "" && kind == deployerv1.RolloutKind_ROLLOUT_KIND_DEPLOY {
+		kind = deployerv1.RolloutKind_ROLLOUT_KIND_ENVIRONMENT_PROMOTION
 	}
 	if req.GetSupersede() {
-		return nil, &fieldError{"supersede", "is not supported yet; abort the running rollout first"}
+		v, err := s.store.Application(ctx, req.GetName())
+		if err != nil {
+			return nil, err
+		}
+		env, err := environment(v.Value, req.GetEnvironment())
+		if err != nil {
+			return nil, err
+		}
+		if err := s.supersede(ctx, req.GetName(), env.GetName()); err != nil {
+			return nil, err
+		}
 	}
 	for attempt := 0; ; attempt++ {
 		resp, err := s.tryDeploy(ctx, req, kind)
@@ -244,8 +254,11 @@ func (s *Service) tryDeploy(ctx context.Context, req *deployerv1.DeployRequest, 
 		return nil, fmt.Errorf("%w: rollout %s is in progress in %s/%s; promote or abort it first", errBusy, id, app.GetName(), env.GetName())
 	}
 	// Which revision: a kept one, or a new one for a spec no kept one has.
-	target, spec, err := s.resolveRevision(ctx, app, req.GetRevision(), req.GetSpec())
+	target, spec, err := s.resolveRevision(ctx, app, env, req.GetRevision(), req.GetSpec(), req.GetFromEnvironment())
 	if err != nil {
+		return nil, err
+	}
+	if err := requiredEnvironment(app, env, target); err != nil {
 		return nil, err
 	}
 	if req.GetSpec() != nil {
@@ -289,6 +302,7 @@ func (s *Service) tryDeploy(ctx context.Context, req *deployerv1.DeployRequest, 
 		FromRevision: uint32(oldRev.Number), ToRevision: target.GetNumber(),
 		Strategy: newSpec.GetStrategy(), EffectiveSpec: newSpec,
 		Phase: deployerv1.RolloutPhase_ROLLOUT_PHASE_PENDING, Cause: req.GetReason(), CreateTime: now(),
+		PromotedFromEnvironment: req.GetFromEnvironment(),
 	}
 	current := int32(0)
 	if oldRev.Number != 0 {
@@ -405,6 +419,7 @@ func (s *Service) Promote(ctx context.Context, req *deployerv1.PromoteRequest) (
 	if err != nil {
 		return nil, toStatus(err)
 	}
+	s.publishPromoted(ctx, r, req.GetFull(), "promote")
 	return &deployerv1.PromoteResponse{Rollout: r}, nil
 }
 
@@ -568,7 +583,14 @@ func (s *Service) Resume(ctx context.Context, req *deployerv1.ResumeRequest) (*d
 // revision numbered rev; else the latest revision when its spec digest
 // matches newSpec (or, without one, the application's spec); else nil with
 // the (validated) spec a new revision would record.
-func (s *Service) resolveRevision(ctx context.Context, app *deployerv1.Application, rev uint32, newSpec *deployerv1.ApplicationSpec) (*deployerv1.Revision, *deployerv1.ApplicationSpec, error) {
+func (s *Service) resolveRevision(ctx context.Context, app *deployerv1.Application, env *deployerv1.Environment, rev uint32, newSpec *deployerv1.ApplicationSpec, fromEnv string) (*deployerv1.Revision, *deployerv1.ApplicationSpec, error) {
+	if fromEnv != "" {
+		n, err := promotable(app, env, fromEnv)
+		if err != nil {
+			return nil, nil, err
+		}
+		rev = n
+	}
 	if rev != 0 {
 		v, err := s.store.Revision(ctx, app.GetName(), rev)
 		if err != nil {
@@ -592,4 +614,45 @@ func (s *Service) resolveRevision(ctx context.Context, app *deployerv1.Applicati
 		}
 	}
 	return nil, spec, nil
+}
+
+// promotable is the revision an environment can promote to env: the one
+// serving in from, known good there, with no rollout in progress.
+func promotable(app *deployerv1.Application, env *deployerv1.Environment, from string) (uint32, error) {
+	if from == env.GetName() {
+		return 0, &fieldError{"from_environment", fmt.Sprintf("%q is the environment being deployed to", from)}
+	}
+	src, err := environment(app, from)
+	if err != nil {
+		return 0, &fieldError{"from_environment", fmt.Sprintf("%s has no environment %q", app.GetName(), from)}
+	}
+	st := src.GetStatus()
+	switch {
+	case st.GetCurrentRevision() == 0:
+		return 0, fmt.Errorf("%w: nothing is deployed in %s/%s to promote", errBusy, app.GetName(), from)
+	case st.GetActiveRolloutId() != "":
+		return 0, fmt.Errorf("%w: rollout %s is still in progress in %s/%s; promote what is proven, once it ends", errBusy, st.GetActiveRolloutId(), app.GetName(), from)
+	case st.GetCurrentRevision() != st.GetLastKnownGoodRevision():
+		return 0, fmt.Errorf("%w: revision %d serving in %s/%s is not known good there (last known good: %d)",
+			errBusy, st.GetCurrentRevision(), app.GetName(), from, st.GetLastKnownGoodRevision())
+	}
+	return st.GetCurrentRevision(), nil
+}
+
+// requiredEnvironment enforces an environment's requires_environment: the
+// revision must have succeeded there first.
+func requiredEnvironment(app *deployerv1.Application, env *deployerv1.Environment, target *deployerv1.Revision) error {
+	req := env.GetRequiresEnvironment()
+	if req == "" {
+		return nil
+	}
+	if target == nil || !knownGoodIn(target, req) {
+		what := "a new revision"
+		if target != nil {
+			what = fmt.Sprintf("revision %d", target.GetNumber())
+		}
+		return fmt.Errorf("%w: %s/%s requires a revision proven in %s, and %s has not succeeded there; deploy it to %s first, then promote it with from_environment=%s",
+			errBusy, app.GetName(), env.GetName(), req, what, req, req)
+	}
+	return nil
 }

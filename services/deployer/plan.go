@@ -32,9 +32,6 @@ func (s *Service) PlanDeploy(ctx context.Context, req *deployerv1.PlanDeployRequ
 }
 
 func (s *Service) plan(ctx context.Context, req *deployerv1.PlanDeployRequest) (*deployerv1.DeployPlan, error) {
-	if req.GetFromEnvironment() != "" {
-		return nil, &fieldError{"from_environment", "promotion between environments is not supported yet"}
-	}
 	v, err := s.store.Application(ctx, req.GetName())
 	if err != nil {
 		return nil, err
@@ -46,8 +43,11 @@ func (s *Service) plan(ctx context.Context, req *deployerv1.PlanDeployRequest) (
 	}
 	cur := env.GetStatus().GetCurrentRevision()
 	plan := &deployerv1.DeployPlan{FromRevision: cur}
-	existing, spec, err := s.resolveRevision(ctx, app, req.GetRevision(), req.GetSpec())
+	existing, spec, err := s.resolveRevision(ctx, app, env, req.GetRevision(), req.GetSpec(), req.GetFromEnvironment())
 	if err != nil {
+		return nil, err
+	}
+	if err := requiredEnvironment(app, env, existing); err != nil {
 		return nil, err
 	}
 	if existing != nil {

@@ -18,6 +18,7 @@ import (
 	"github.com/opsuite/opsuite/services/deployer/internal/rollout"
 	"github.com/opsuite/opsuite/services/deployer/internal/store"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
@@ -190,6 +191,8 @@ func (s *Service) startRollout(r *deployerv1.Rollout, newRev, oldRev rollout.Rev
 	e.active = r.GetId()
 	e.signals = make(chan rollout.Signal, 4)
 	e.done = make(chan struct{})
+	rctx, cancel := context.WithCancelCause(s.runCtx)
+	e.cancel = cancel
 	signals, done := e.signals, e.done
 	e.mu.Unlock()
 
@@ -237,10 +240,15 @@ func (s *Service) startRollout(r *deployerv1.Rollout, newRev, oldRev rollout.Rev
 	go func() {
 		defer s.running.Done()
 		defer close(done)
-		err := runner.Run(s.runCtx, r, newRev, oldRev, signals)
+		defer cancel(nil)
+		err := runner.Run(rctx, r, newRev, oldRev, signals)
 		e.mu.Lock()
 		e.active = ""
 		e.mu.Unlock()
+		if err != nil && s.runCtx.Err() == nil && errors.Is(context.Cause(rctx), errSuperseded) {
+			s.superseded(r, runner, e)
+			return
+		}
 		if err != nil {
 			if s.runCtx.Err() == nil {
 				s.log.Error("rollout stopped", "rollout", r.GetId(), "err", err)
@@ -252,12 +260,74 @@ func (s *Service) startRollout(r *deployerv1.Rollout, newRev, oldRev rollout.Rev
 	return nil
 }
 
+// errSuperseded cancels a rollout that a Deploy with supersede replaces.
+var errSuperseded = errors.New("superseded by a new deploy")
+
+// superseded ends a rollout a superseding Deploy stopped: it is recorded as
+// aborted where it stood (no rollback: the new rollout moves on from there)
+// and announced.
+func (s *Service) superseded(r *deployerv1.Rollout, runner *rollout.Runner, e *envRuntime) {
+	ctx := context.WithoutCancel(s.runCtx)
+	r.Phase = deployerv1.RolloutPhase_ROLLOUT_PHASE_ABORTED
+	r.Message = "superseded by a new deploy"
+	r.EndTime = now()
+	r.Duration = durationpb.New(r.GetEndTime().AsTime().Sub(r.GetStartTime().AsTime()))
+	if err := runner.Save(ctx, r); err != nil {
+		s.log.Error("record superseded rollout", "rollout", r.GetId(), "err", err)
+	}
+	if _, err := s.events.Publish(ctx, eventbus.Event{Type: EventRolloutAborted, Subject: r.GetApplication(), ID: r.GetId() + "-aborted",
+		Data: &eventsv1.RolloutAborted{Rollout: r, Reason: r.GetMessage()}}); err != nil {
+		s.log.Warn("publish rollout aborted", "rollout", r.GetId(), "err", err)
+	}
+	s.finished(ctx, r, e)
+}
+
+// supersede stops the rollout in progress in app/env, if any, and returns
+// once it is recorded as aborted.
+func (s *Service) supersede(ctx context.Context, app, env string) error {
+	s.mu.Lock()
+	e := s.envs[app+"/"+env]
+	s.mu.Unlock()
+	if e == nil {
+		return nil
+	}
+	e.mu.Lock()
+	active, cancel, done := e.active, e.cancel, e.done
+	e.mu.Unlock()
+	if active == "" {
+		return nil
+	}
+	cancel(errSuperseded)
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(30 * time.Second):
+		return fmt.Errorf("%w: rollout %s did not stop within 30s", errBusy, active)
+	}
+}
+
 // Event types of rollout progress.
 const (
 	EventRolloutStepChanged = "opsuite.deploy.rollout.step_changed"
 	EventRolloutPaused      = "opsuite.deploy.rollout.paused"
 	EventRolloutAborted     = "opsuite.deploy.rollout.aborted"
+	EventRolloutPromoted    = "opsuite.deploy.rollout.promoted"
 )
+
+// publishPromoted announces a promotion; how says by what ("promote", or
+// "auto" when the last step moved all traffic by itself).
+func (s *Service) publishPromoted(ctx context.Context, r *deployerv1.Rollout, full bool, how string) {
+	ev := eventbus.Event{
+		Type: EventRolloutPromoted, Subject: r.GetApplication(),
+		ID:   fmt.Sprintf("%s-promoted-%s-%d-%t", r.GetId(), how, r.GetCurrentStepIndex(), full),
+		Data: &eventsv1.RolloutPromoted{Rollout: r, Full: full},
+	}
+	if _, err := s.events.Publish(context.WithoutCancel(ctx), ev); err != nil {
+		s.log.Warn("publish rollout promoted", "rollout", r.GetId(), "err", err)
+	}
+}
 
 // publishChanges publishes what changed between two saved states of a
 // rollout: a new step, a pause, an abort. Event ids derive from the state,
@@ -283,6 +353,14 @@ func (s *Service) publishChanges(ctx context.Context, prev, cur *deployerv1.Roll
 		evs = append(evs, eventbus.Event{
 			Type: EventRolloutAborted, ID: cur.GetId() + "-aborted",
 			Data: &eventsv1.RolloutAborted{Rollout: cur, Reason: cur.GetMessage()},
+		})
+	}
+	// All traffic reached the new revision by the rollout's own steps (a
+	// blue-green switch, the last canary weight): promoted automatically.
+	if cur.GetFromRevision() != 0 && cur.GetCanaryWeight() == 100 && prev.GetCanaryWeight() < 100 && !isEndPhase(cur.GetPhase()) {
+		evs = append(evs, eventbus.Event{
+			Type: EventRolloutPromoted, ID: cur.GetId() + "-promoted-auto",
+			Data: &eventsv1.RolloutPromoted{Rollout: cur, Full: true},
 		})
 	}
 	for _, ev := range evs {
@@ -335,6 +413,7 @@ func (s *Service) finished(ctx context.Context, r *deployerv1.Rollout, e *envRun
 		}
 		break
 	}
+	s.recordOnRevision(ctx, r)
 	ev := eventbus.Event{Type: EventRolloutCompleted, Subject: r.GetApplication(), Data: &eventsv1.RolloutCompleted{Rollout: r}}
 	if r.GetPhase() == deployerv1.RolloutPhase_ROLLOUT_PHASE_ROLLED_BACK {
 		ev = eventbus.Event{Type: EventRolloutRolledBack, Subject: r.GetApplication(), Data: &eventsv1.RolloutRolledBack{
@@ -424,3 +503,58 @@ func (s *Service) resume(ctx context.Context, app *deployerv1.Application, env *
 }
 
 func now() *timestamppb.Timestamp { return timestamppb.Now() }
+
+// recordOnRevision notes a finished rollout on its target revision's record
+// for the environment: known good once it succeeded there, which is what
+// environment promotion and requires_environment check.
+func (s *Service) recordOnRevision(ctx context.Context, r *deployerv1.Rollout) {
+	for attempt := 0; attempt < 5; attempt++ {
+		v, err := s.store.Revision(ctx, r.GetApplication(), r.GetToRevision())
+		if err != nil {
+			s.log.Warn("record rollout on revision", "rollout", r.GetId(), "err", err)
+			return
+		}
+		rev := v.Value
+		var rec *deployerv1.RevisionEnvironment
+		for _, re := range rev.GetEnvironments() {
+			if re.GetEnvironment() == r.GetEnvironment() {
+				rec = re
+			}
+		}
+		if rec == nil {
+			rec = &deployerv1.RevisionEnvironment{Environment: r.GetEnvironment()}
+			rev.Environments = append(rev.Environments, rec)
+		}
+		rec.LastRolloutId = r.GetId()
+		rec.LastRolloutPhase = r.GetPhase()
+		rec.LastDeployTime = r.GetCreateTime()
+		if r.GetPhase() == deployerv1.RolloutPhase_ROLLOUT_PHASE_SUCCEEDED {
+			rec.KnownGood = true
+		}
+		if _, err := s.store.UpdateRevision(ctx, rev, v.Revision); errors.Is(err, store.ErrConflict) {
+			continue
+		} else if err != nil {
+			s.log.Warn("record rollout on revision", "rollout", r.GetId(), "err", err)
+		}
+		return
+	}
+}
+
+// knownGoodIn reports whether a revision succeeded in an environment.
+func knownGoodIn(rev *deployerv1.Revision, env string) bool {
+	for _, re := range rev.GetEnvironments() {
+		if re.GetEnvironment() == env && re.GetKnownGood() {
+			return true
+		}
+	}
+	return false
+}
+
+func isEndPhase(p deployerv1.RolloutPhase) bool {
+	switch p {
+	case deployerv1.RolloutPhase_ROLLOUT_PHASE_ROLLING_BACK, deployerv1.RolloutPhase_ROLLOUT_PHASE_ROLLED_BACK,
+		deployerv1.RolloutPhase_ROLLOUT_PHASE_ABORTED, deployerv1.RolloutPhase_ROLLOUT_PHASE_FAILED:
+		return true
+	}
+	return false
+}
