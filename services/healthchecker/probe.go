@@ -125,6 +125,11 @@ func (p *prober) probeHTTP(ctx context.Context, h *hcv1.HttpCheck, cc *compiledC
 		}
 	}
 	elapsed := time.Since(start)
+	statusOK := statusExpected(resp.StatusCode, h.GetExpectedStatuses())
+	if !statusOK && !needBody {
+		// The start of the body usually says why ("db down"): keep it.
+		data, _ = io.ReadAll(io.LimitReader(resp.Body, bodyExcerpt))
+	}
 	// Drain a short body of known length so the connection can be reused;
 	// anything else is closed unread rather than waited for.
 	if !needBody && resp.ContentLength >= 0 && resp.ContentLength <= 4<<10 {
@@ -133,8 +138,12 @@ func (p *prober) probeHTTP(ctx context.Context, h *hcv1.HttpCheck, cc *compiledC
 	code := strconv.Itoa(resp.StatusCode)
 	details := map[string]string{"status_code": code}
 
-	if !statusExpected(resp.StatusCode, h.GetExpectedStatuses()) {
-		return result(hcv1.CheckOutcome_CHECK_OUTCOME_FAIL, start, fmt.Sprintf("status %d, expected %s", resp.StatusCode, describeExpected(h.GetExpectedStatuses())), details)
+	if !statusOK {
+		msg := fmt.Sprintf("status %d, expected %s", resp.StatusCode, describeExpected(h.GetExpectedStatuses()))
+		if ex := excerpt(data); ex != "" {
+			msg += ": " + ex
+		}
+		return result(hcv1.CheckOutcome_CHECK_OUTCOME_FAIL, start, msg, details)
 	}
 	if s := h.GetBodyContains(); s != "" && !bytes.Contains(data, []byte(s)) {
 		return result(hcv1.CheckOutcome_CHECK_OUTCOME_FAIL, start, fmt.Sprintf("body does not contain %q", s), details)
@@ -323,4 +332,25 @@ func firstLine(s, def string) string {
 		return s[:i]
 	}
 	return s
+}
+
+// bodyExcerpt is how much of a failing response's body a result quotes.
+const bodyExcerpt = 200
+
+// excerpt is the start of a body as one printable line, "" when empty.
+func excerpt(body []byte) string {
+	if len(body) > bodyExcerpt {
+		body = body[:bodyExcerpt]
+	}
+	s := strings.ToValidUTF8(string(body), "")
+	s = strings.Map(func(r rune) rune {
+		if r == '\n' || r == '\r' || r == '\t' {
+			return ' '
+		}
+		if r < 0x20 || r == 0x7f {
+			return -1
+		}
+		return r
+	}, s)
+	return strings.Join(strings.Fields(s), " ")
 }

@@ -103,7 +103,7 @@ func TestProbeHTTP(t *testing.T) {
 		{name: "204 passes by default", url: srv.URL + "/status/204", want: outPass},
 		{name: "399 passes by default", url: srv.URL + "/status/399", want: outPass},
 		{name: "400 fails by default", url: srv.URL + "/status/400", want: outFail, wantMessage: "status 400, expected 200-399", wantDetails: map[string]string{"status_code": "400"}},
-		{name: "503 fails by default", url: srv.URL + "/status/503", want: outFail, wantMessage: "expected 200-399"},
+		{name: "503 fails by default, quoting the body", url: srv.URL + "/status/503", want: outFail, wantMessage: "status 503, expected 200-399: status 503"},
 		{
 			name: "an expected 404 passes", url: srv.URL + "/status/404", want: outPass,
 			check: func(h *hcv1.HttpCheck) { h.ExpectedStatuses = []uint32{404} },

@@ -7,12 +7,14 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	deployerv1 "github.com/opsuite/opsuite/gen/opsuite/deployer/v1"
+	"github.com/opsuite/opsuite/services/deployer/internal/analysis"
 	"github.com/opsuite/opsuite/services/deployer/internal/demoapp"
 	"github.com/opsuite/opsuite/services/deployer/internal/driver"
 	"github.com/opsuite/opsuite/services/deployer/internal/driver/process"
@@ -242,15 +244,25 @@ func blueGreen() *deployerv1.Strategy {
 	return &deployerv1.Strategy{Kind: &deployerv1.Strategy_BlueGreen{BlueGreen: &deployerv1.BlueGreenStrategy{AutoPromote: true}}}
 }
 
-// TestRolloutsUnderLoadLoseNothing deploys v1, then rolls to v2 (rolling),
-// v3 (canary), v4 (blue-green) and tries a broken v5 (canary) that must be
-// rolled back, all under steady load through the router: no request fails.
+// TestRolloutsUnderLoadLoseNothing runs the rollout scenarios with local
+// processes: see scenarios.
 func TestRolloutsUnderLoadLoseNothing(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts real processes")
 	}
 	w := newWorld(t)
-	v1 := rollout.Revision{Number: 1, Spec: spec("v1", rolling())}
+	scenarios(t, w, spec, w.replicasByRevision)
+}
+
+// scenarios deploys v1, then under steady load through the router rolls to
+// v2 (rolling), v3 (canary) and v4 (blue-green), tries a revision that fails
+// its health check in each strategy (each is rolled back, saying why), and
+// rolls back by hand to v3: no request fails. Last, a revision that passes
+// its health check but answers 500 is rolled back by the canary's analysis.
+func scenarios(t *testing.T, w *world, specOf func(version string, strategy *deployerv1.Strategy, env ...*deployerv1.EnvVar) *deployerv1.ApplicationSpec, replicas func(t *testing.T) map[int64]int) {
+	t.Helper()
+	w.runner.Analysis = &analysis.Measurer{Router: w.router.Stats}
+	v1 := rollout.Revision{Number: 1, Spec: specOf("v1", rolling())}
 	r := w.deploy(t, "r1", rollout.Revision{}, v1, nil)
 	if r.GetPhase() != deployerv1.RolloutPhase_ROLLOUT_PHASE_SUCCEEDED {
 		t.Fatalf("first deploy: %s: %s", r.GetPhase(), r.GetMessage())
@@ -258,8 +270,18 @@ func TestRolloutsUnderLoadLoseNothing(t *testing.T) {
 	if got := w.versions(t); got["v1"] != 30 {
 		t.Fatalf("after v1: served %v", got)
 	}
+	expect := func(version string, rev int64) {
+		t.Helper()
+		if got := w.versions(t); got[version] != 30 {
+			t.Fatalf("want %s everywhere: served %v", version, got)
+		}
+		if reps := replicas(t); len(reps) != 1 || reps[rev] != 3 {
+			t.Fatalf("want only 3 replicas of revision %d: %v", rev, reps)
+		}
+	}
 
 	l := startLoad(t, w.url, 4)
+	revs := map[string]rollout.Revision{"v1": v1}
 	prev := v1
 	for i, tc := range []struct {
 		version  string
@@ -269,33 +291,52 @@ func TestRolloutsUnderLoadLoseNothing(t *testing.T) {
 		{"v3", canary()},
 		{"v4", blueGreen()},
 	} {
-		next := rollout.Revision{Number: int64(i + 2), Spec: spec(tc.version, tc.strategy)}
+		next := rollout.Revision{Number: int64(i + 2), Spec: specOf(tc.version, tc.strategy)}
 		r := w.deploy(t, "r-"+tc.version, prev, next, nil)
 		if r.GetPhase() != deployerv1.RolloutPhase_ROLLOUT_PHASE_SUCCEEDED {
 			t.Fatalf("%s: %s: %s", tc.version, r.GetPhase(), r.GetMessage())
 		}
-		if got := w.versions(t); got[tc.version] != 30 {
-			t.Fatalf("after %s: served %v", tc.version, got)
-		}
-		if reps := w.replicasByRevision(t); len(reps) != 1 || reps[next.Number] != 3 {
-			t.Fatalf("after %s: replicas by revision %v, want only 3 of revision %d", tc.version, reps, next.Number)
-		}
+		expect(tc.version, next.Number)
+		revs[tc.version] = next
 		prev = next
 	}
 
-	broken := rollout.Revision{Number: 5, Spec: spec("v5", canary(), &deployerv1.EnvVar{Name: "UNHEALTHY", Value: "1"})}
-	r = w.deploy(t, "r-v5", prev, broken, nil)
-	if r.GetPhase() != deployerv1.RolloutPhase_ROLLOUT_PHASE_ROLLED_BACK || r.GetRollbackTrigger() != deployerv1.RollbackTrigger_ROLLBACK_TRIGGER_FAILED_HEALTH {
-		t.Fatalf("broken v5: %s (%s): %s", r.GetPhase(), r.GetRollbackTrigger(), r.GetMessage())
+	// A revision failing its health check, in each strategy.
+	for i, tc := range []struct {
+		name     string
+		strategy *deployerv1.Strategy
+	}{{"rolling", rolling()}, {"canary", canary()}, {"blue-green", blueGreen()}} {
+		broken := rollout.Revision{Number: int64(5 + i), Spec: specOf("broken", tc.strategy, &deployerv1.EnvVar{Name: "UNHEALTHY", Value: "1"})}
+		r := w.deploy(t, "r-broken-"+tc.name, prev, broken, nil)
+		if r.GetPhase() != deployerv1.RolloutPhase_ROLLOUT_PHASE_ROLLED_BACK || r.GetRollbackTrigger() != deployerv1.RollbackTrigger_ROLLBACK_TRIGGER_FAILED_HEALTH ||
+			!strings.Contains(r.GetMessage(), "unhealthy on purpose") {
+			t.Fatalf("broken (%s): %s (%s): %s; want rolled back on health, saying why", tc.name, r.GetPhase(), r.GetRollbackTrigger(), r.GetMessage())
+		}
+		t.Logf("broken (%s) rolled back: %s (time to stable %s)", tc.name, r.GetMessage(), r.GetTimeToStable().AsDuration())
+		expect("v4", 4)
 	}
-	t.Logf("v5 rolled back: %s (time to stable %s)", r.GetMessage(), r.GetTimeToStable().AsDuration())
-	if got := w.versions(t); got["v4"] != 30 {
-		t.Fatalf("after rollback: served %v", got)
+
+	// Rollback by hand: back to v3 with the rolling strategy, no canary replay.
+	back := rollout.Revision{Number: 3, Spec: specOf("v3", rolling())}
+	r = w.deploy(t, "r-rollback", prev, back, nil)
+	if r.GetPhase() != deployerv1.RolloutPhase_ROLLOUT_PHASE_SUCCEEDED {
+		t.Fatalf("manual rollback: %s: %s", r.GetPhase(), r.GetMessage())
 	}
-	if reps := w.replicasByRevision(t); len(reps) != 1 || reps[4] != 3 {
-		t.Fatalf("after rollback: replicas by revision %v, want only 3 of revision 4", reps)
-	}
+	expect("v3", 3)
 	l.finish(t)
+
+	// A revision that passes its checks but fails requests: the canary's
+	// analysis catches it (its 500s are expected, so only counted).
+	l = startLoad(t, w.url, 4)
+	failing := rollout.Revision{Number: 8, Spec: specOf("failing", analysedCanary(), &deployerv1.EnvVar{Name: "FAIL", Value: "1"})}
+	r = w.deploy(t, "r-failing", back, failing, nil)
+	close(l.stop)
+	l.wg.Wait()
+	if r.GetPhase() != deployerv1.RolloutPhase_ROLLOUT_PHASE_ROLLED_BACK || r.GetRollbackTrigger() != deployerv1.RollbackTrigger_ROLLBACK_TRIGGER_FAILED_ANALYSIS {
+		t.Fatalf("failing requests: %s (%s): %s", r.GetPhase(), r.GetRollbackTrigger(), r.GetMessage())
+	}
+	t.Logf("failing revision rolled back after %d failed requests: %s", l.fail.Load(), r.GetMessage())
+	expect("v3", 3)
 }
 
 // TestAbortDuringPauseRollsStraightBack aborts a canary waiting to be
