@@ -258,10 +258,14 @@ func (s *Service) routerFor(app, env, listen string) (*envRuntime, error) {
 			s.log.Error("router stopped", "app", app, "env", env, "err", err)
 		}
 	}()
-	s.running.Add(1)
+	s.running.Add(2)
 	go func() {
 		defer s.running.Done()
 		s.watchReplicaHealth(ctx, app, env, e)
+	}()
+	go func() {
+		defer s.running.Done()
+		s.autoscaleLoop(ctx, app, env, e)
 	}()
 	s.envs[key] = e
 	s.log.Info("router listening", "app", app, "env", env, "endpoint", e.endpoint)

@@ -107,38 +107,48 @@ func (s *Service) Scale(ctx context.Context, req *deployerv1.ScaleRequest) (*dep
 	if n := req.GetReplicas(); n < 0 || n > 1000 {
 		return nil, toStatus(&fieldError{"replicas", fmt.Sprintf("must be 0-1000, got %d", n)})
 	}
-	v, err := s.store.Application(ctx, req.GetName())
+	app, err := s.scale(ctx, req.GetName(), req.GetEnvironment(), req.GetReplicas(), nil)
 	if err != nil {
 		return nil, toStatus(err)
+	}
+	return &deployerv1.ScaleResponse{Application: app}, nil
+}
+
+// scale converges app/env to n replicas of its current revision and keeps
+// n as the environment's replica count; as, when set, is the autoscaler's
+// decision to record with it.
+func (s *Service) scale(ctx context.Context, name, envName string, n int32, as *deployerv1.AutoscalingStatus) (*deployerv1.Application, error) {
+	v, err := s.store.Application(ctx, name)
+	if err != nil {
+		return nil, err
 	}
 	app := v.Value
-	env, err := environment(app, req.GetEnvironment())
+	env, err := environment(app, envName)
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, err
 	}
 	if id := env.GetStatus().GetActiveRolloutId(); id != "" {
-		return nil, toStatus(fmt.Errorf("%w: rollout %s is in progress; scale after it ends", errBusy, id))
+		return nil, fmt.Errorf("%w: rollout %s is in progress; scale after it ends", errBusy, id)
 	}
 	cur := env.GetStatus().GetCurrentRevision()
 	if cur == 0 {
-		return nil, toStatus(fmt.Errorf("%w: %s/%s has not been deployed yet", errBusy, app.GetName(), env.GetName()))
+		return nil, fmt.Errorf("%w: %s/%s has not been deployed yet", errBusy, app.GetName(), env.GetName())
 	}
-	n := req.GetReplicas()
 	if env.Overrides == nil {
 		env.Overrides = &deployerv1.EnvironmentOverrides{}
 	}
 	env.Overrides.Replicas = &n
 	side, err := s.revisionSide(ctx, app, env, cur, nil)
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, err
 	}
 	d, err := s.driverFor(side.Spec)
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, err
 	}
 	e, err := s.routerFor(app.GetName(), env.GetName(), "")
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, err
 	}
 	deadline := side.Spec.GetProgressDeadline().AsDuration()
 	if deadline <= 0 {
@@ -149,15 +159,18 @@ func (s *Service) Scale(ctx context.Context, req *deployerv1.ScaleRequest) (*dep
 	if err := s.executor(d, e).Converge(cctx, rollout.State{
 		App: app.GetName(), Env: env.GetName(), New: side, NewReplicas: n, Weight: 100,
 	}); err != nil {
-		return nil, toStatus(fmt.Errorf("scale %s/%s to %d: %w", app.GetName(), env.GetName(), n, err))
+		return nil, fmt.Errorf("scale %s/%s to %d: %w", app.GetName(), env.GetName(), n, err)
 	}
 	if env.Status == nil {
 		env.Status = &deployerv1.EnvironmentStatus{}
 	}
 	env.Status.DesiredReplicas, env.Status.ReadyReplicas = n, n
+	if as != nil {
+		env.Status.Autoscaling = as
+	}
 	app.UpdateTime = timestamppb.Now()
 	if _, err := s.store.UpdateApplication(ctx, app, v.Revision); err != nil {
-		return nil, toStatus(err)
+		return nil, err
 	}
-	return &deployerv1.ScaleResponse{Application: app}, nil
+	return app, nil
 }

@@ -205,6 +205,31 @@ func validateSpec(ve *ValidationError, f string, s *deployerv1.ApplicationSpec) 
 		if a.GetTolerance() < 0 || a.GetTolerance() >= 1 {
 			ve.Add(af+".tolerance", "must be in [0, 1), got %g", a.GetTolerance())
 		}
+		if a.GetMinReplicas() < 1 {
+			ve.Add(af+".min_replicas", "must be at least 1")
+		}
+		if len(a.GetMetrics()) == 0 {
+			ve.Add(af+".metrics", "at least one metric is required")
+		}
+		checkDuration(ve, af+".interval", a.GetInterval(), 100*time.Millisecond, time.Hour)
+		checkDuration(ve, af+".scale_down_stabilization", a.GetScaleDownStabilization(), 0, 24*time.Hour)
+		checkDuration(ve, af+".scale_up_stabilization", a.GetScaleUpStabilization(), 0, 24*time.Hour)
+		for i, m := range a.GetMetrics() {
+			mf := fmt.Sprintf("%s.metrics[%d]", af, i)
+			if t := m.GetTarget(); !(t > 0) || math.IsInf(t, 0) {
+				ve.Add(mf+".target", "must be a positive number, got %g", t)
+			}
+			switch src := m.GetSource().(type) {
+			case *deployerv1.ScalingMetric_Router:
+				validateRouterMetric(ve, mf+".router", src.Router, time.Hour)
+			case *deployerv1.ScalingMetric_Monitor:
+				if strings.TrimSpace(src.Monitor.GetQuery()) == "" {
+					ve.Add(mf+".monitor.query", "is required")
+				}
+			case nil:
+				ve.Add(mf, "one of router or monitor is required")
+			}
+		}
 	}
 	if l := s.GetRevisionHistoryLimit(); l < 0 || l > maxRevisionHistory {
 		ve.Add(f+".revision_history_limit", "must be 0-%d, got %d", maxRevisionHistory, l)
