@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"regexp"
 
 	deployerv1 "github.com/opsuite/opsuite/gen/opsuite/deployer/v1"
 	"github.com/opsuite/opsuite/services/deployer/internal/appspec"
@@ -24,7 +25,12 @@ func (s *Service) ImportCompose(ctx context.Context, req *deployerv1.ImportCompo
 	if why := appspecName(req.GetProject()); why != "" {
 		return nil, toStatus(&fieldError{"project", why})
 	}
-	apps, err := compose.Convert(ctx, req.GetProject(), []byte(req.GetContent()))
+	for k := range req.GetVariables() {
+		if !envNameRe.MatchString(k) {
+			return nil, toStatus(&fieldError{"variables", fmt.Sprintf("%q is not a variable name (letters, digits and '_', not starting with a digit)", k)})
+		}
+	}
+	apps, err := compose.Convert(ctx, req.GetProject(), []byte(req.GetContent()), req.GetVariables())
 	switch {
 	case errors.Is(err, compose.ErrInvalid), errors.Is(err, compose.ErrUnsupported):
 		return nil, status.Error(codes.InvalidArgument, err.Error())
@@ -32,9 +38,6 @@ func (s *Service) ImportCompose(ctx context.Context, req *deployerv1.ImportCompo
 		return nil, toStatus(err)
 	}
 	resp := &deployerv1.ImportComposeResponse{Project: &deployerv1.ComposeProject{Name: req.GetProject(), CreateTime: now()}}
-	if len(req.GetVariables()) > 0 {
-		resp.Warnings = append(resp.Warnings, "variables are not applied yet: the file is read with an empty environment")
-	}
 	for _, app := range apps {
 		if req.GetDriver() != nil {
 			app.Spec.Driver = req.GetDriver()
@@ -160,3 +163,5 @@ func appspecName(name string) string {
 	}
 	return ""
 }
+
+var envNameRe = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)

@@ -35,9 +35,10 @@ var dns1123Label = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`)
 
 // Convert parses a compose file (YAML text) for project `project` and returns
 // one application per service, ordered by service name. The file is read
-// from data alone: no other file is opened and no host environment variable
-// is interpolated. Errors wrap ErrInvalid or ErrUnsupported and name the key.
-func Convert(ctx context.Context, project string, data []byte) ([]*deployerv1.Application, error) {
+// from data alone: no other file is opened, and ${VAR} interpolation sees
+// vars only, never the host's environment. Errors wrap ErrInvalid or
+// ErrUnsupported and name the key.
+func Convert(ctx context.Context, project string, data []byte, vars map[string]string) ([]*deployerv1.Application, error) {
 	switch {
 	case len(data) == 0:
 		// compose-go reads the file from disk when the content is nil.
@@ -49,14 +50,14 @@ func Convert(ctx context.Context, project string, data []byte) ([]*deployerv1.Ap
 		return nil, err
 	}
 
-	model, err := loader.LoadModelWithContext(ctx, configDetails(data), loadOptions(project, true))
+	model, err := loader.LoadModelWithContext(ctx, configDetails(data, vars), loadOptions(project, true))
 	if err != nil {
 		return nil, loadError(ctx, err)
 	}
 	if errs := checkModel(model); len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
-	p, err := loader.LoadWithContext(ctx, configDetails(data), loadOptions(project, false))
+	p, err := loader.LoadWithContext(ctx, configDetails(data, vars), loadOptions(project, false))
 	if err != nil {
 		return nil, loadError(ctx, err)
 	}
@@ -82,13 +83,17 @@ func Convert(ctx context.Context, project string, data []byte) ([]*deployerv1.Ap
 	return apps, nil
 }
 
-func configDetails(data []byte) types.ConfigDetails {
+func configDetails(data []byte, vars map[string]string) types.ConfigDetails {
+	env := types.Mapping{}
+	for k, v := range vars {
+		env[k] = v
+	}
 	return types.ConfigDetails{
 		// Never used: paths are not resolved and include/extends are off.
 		WorkingDir:  "/",
 		ConfigFiles: []types.ConfigFile{{Filename: "compose.yaml", Content: data}},
-		// Explicitly empty: ${VAR} never sees the deployer's environment.
-		Environment: types.Mapping{},
+		// Only the caller's variables: ${VAR} never sees the deployer's environment.
+		Environment: env,
 	}
 }
 

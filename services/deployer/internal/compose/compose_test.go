@@ -116,7 +116,7 @@ func TestConvertShop(t *testing.T) {
 		},
 	}
 
-	got, err := compose.Convert(context.Background(), "shop", readFixture(t, "shop.yaml"))
+	got, err := compose.Convert(context.Background(), "shop", readFixture(t, "shop.yaml"), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -156,7 +156,7 @@ func TestConvertUnsupported(t *testing.T) {
 		{"restart_retries", "services.web.restart"},
 	} {
 		t.Run(tc.file, func(t *testing.T) {
-			_, err := compose.Convert(context.Background(), "shop", readFixture(t, "unsupported/"+tc.file+".yaml"))
+			_, err := compose.Convert(context.Background(), "shop", readFixture(t, "unsupported/"+tc.file+".yaml"), nil)
 			if !errors.Is(err, compose.ErrUnsupported) {
 				t.Fatalf("err = %v, want ErrUnsupported", err)
 			}
@@ -168,7 +168,7 @@ func TestConvertUnsupported(t *testing.T) {
 }
 
 func TestConvertBuildMessage(t *testing.T) {
-	_, err := compose.Convert(context.Background(), "shop", readFixture(t, "unsupported/build.yaml"))
+	_, err := compose.Convert(context.Background(), "shop", readFixture(t, "unsupported/build.yaml"), nil)
 	want := "services.web.build: not supported: the deployer runs existing images; build them first"
 	if err == nil || err.Error() != want {
 		t.Errorf("err = %v, want %q", err, want)
@@ -195,7 +195,7 @@ func TestConvertInvalid(t *testing.T) {
 		{"service name too long", "shop", []byte("services:\n  " + strings.Repeat("a", 60) + ":\n    image: nginx\n"), "services." + strings.Repeat("a", 60)},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := compose.Convert(context.Background(), tc.project, tc.data)
+			_, err := compose.Convert(context.Background(), tc.project, tc.data, nil)
 			if !errors.Is(err, compose.ErrInvalid) {
 				t.Fatalf("err = %v, want ErrInvalid", err)
 			}
@@ -208,7 +208,7 @@ func TestConvertInvalid(t *testing.T) {
 
 func TestConvertCollectsErrorsPerService(t *testing.T) {
 	data := []byte("services:\n  b:\n    image: nginx\n    privileged: true\n  a:\n    image: nginx\n    cap_add: [ALL]\n")
-	_, err := compose.Convert(context.Background(), "shop", data)
+	_, err := compose.Convert(context.Background(), "shop", data, nil)
 	if err == nil {
 		t.Fatal("no error")
 	}
@@ -222,7 +222,7 @@ func TestConvertCollectsErrorsPerService(t *testing.T) {
 func TestConvertNoHostEnvironment(t *testing.T) {
 	t.Setenv("OPSUITE_COMPOSE_SECRET", "leaked")
 	data := []byte("services:\n  web:\n    image: nginx\n    environment:\n      A: ${OPSUITE_COMPOSE_SECRET:-none}\n")
-	apps, err := compose.Convert(context.Background(), "shop", data)
+	apps, err := compose.Convert(context.Background(), "shop", data, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -231,10 +231,34 @@ func TestConvertNoHostEnvironment(t *testing.T) {
 	}
 }
 
+func TestConvertInterpolatesTheGivenVariables(t *testing.T) {
+	data := []byte("services:\n  web:\n    image: shop/web:${TAG}\n    environment:\n      MODE: ${MODE:-dev}\n      REQUIRED: ${REQUIRED:?set REQUIRED}\n")
+	apps, err := compose.Convert(context.Background(), "shop", data, map[string]string{"TAG": "1.4", "REQUIRED": "yes"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec := apps[0].GetSpec()
+	if spec.GetImage() != "shop/web:1.4" {
+		t.Errorf("image = %q, want the TAG variable applied", spec.GetImage())
+	}
+	env := map[string]string{}
+	for _, e := range spec.GetEnv() {
+		env[e.GetName()] = e.GetValue()
+	}
+	if env["MODE"] != "dev" || env["REQUIRED"] != "yes" {
+		t.Errorf("env = %v", env)
+	}
+	// A required variable left out is an error that names it.
+	_, err = compose.Convert(context.Background(), "shop", data, map[string]string{"TAG": "1"})
+	if !errors.Is(err, compose.ErrInvalid) || !strings.Contains(err.Error(), "set REQUIRED") {
+		t.Errorf("missing required variable: %v", err)
+	}
+}
+
 func TestConvertCanceled(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	if _, err := compose.Convert(ctx, "shop", readFixture(t, "shop.yaml")); !errors.Is(err, context.Canceled) {
+	if _, err := compose.Convert(ctx, "shop", readFixture(t, "shop.yaml"), nil); !errors.Is(err, context.Canceled) {
 		t.Errorf("err = %v, want context.Canceled", err)
 	}
 }
@@ -257,7 +281,7 @@ func FuzzConvert(f *testing.F) {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		start := time.Now()
-		apps, err := compose.Convert(ctx, "fuzz", data)
+		apps, err := compose.Convert(ctx, "fuzz", data, nil)
 		if d := time.Since(start); d > 5*time.Second {
 			t.Fatalf("Convert took %v", d)
 		}
