@@ -172,8 +172,11 @@ func newServeCmd(stdout, stderr io.Writer) *cobra.Command {
 	f.bind(cmd.Flags())
 	cmd.Flags().StringSliceVar(&targets, "target", []string{"all"}, "components to run: "+strings.Join(suite.AllTargets, ", ")+" or all")
 	cmd.Flags().StringVar(&f.cfg.NATSURL, "nats-url", "", "URL of an external NATS server; empty embeds one")
-	cmd.Flags().StringVar(&f.cfg.HealthCheckerAddr, "healthchecker-addr", "", "host:port of the health-checker when the gateway or deployer runs without it")
-	cmd.Flags().StringVar(&f.cfg.DeployerAddr, "deployer-addr", "", "host:port of the deployer when the gateway runs without it")
+	cmd.Flags().StringVar(&f.cfg.HealthCheckerAddr, "healthchecker-addr", "", "host:port of the health-checker when the gateway, deployer or pipeline-runner runs without it")
+	cmd.Flags().StringVar(&f.cfg.DeployerAddr, "deployer-addr", "", "host:port of the deployer when the gateway or pipeline-runner runs without it")
+	cmd.Flags().StringVar(&f.cfg.MonitorAddr, "monitor-addr", "", "host:port of the monitor when the gateway or deployer runs without it")
+	cmd.Flags().StringVar(&f.cfg.LogAggregatorAddr, "logaggregator-addr", "", "host:port of the log-aggregator when the gateway runs without it")
+	cmd.Flags().StringVar(&f.cfg.PipelineRunnerAddr, "pipelinerunner-addr", "", "host:port of the pipeline-runner when the gateway runs without it")
 	return cmd
 }
 

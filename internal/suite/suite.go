@@ -22,6 +22,9 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	deployerv1 "github.com/opsuite/opsuite/gen/opsuite/deployer/v1"
 	hcv1 "github.com/opsuite/opsuite/gen/opsuite/healthchecker/v1"
+	lav1 "github.com/opsuite/opsuite/gen/opsuite/logaggregator/v1"
+	monitorv1 "github.com/opsuite/opsuite/gen/opsuite/monitor/v1"
+	prv1 "github.com/opsuite/opsuite/gen/opsuite/pipelinerunner/v1"
 	"github.com/opsuite/opsuite/pkg/eventbus"
 	"github.com/opsuite/opsuite/pkg/grpcserver"
 	"github.com/opsuite/opsuite/pkg/natsembed"
@@ -30,6 +33,9 @@ import (
 	"github.com/opsuite/opsuite/services/deployer"
 	"github.com/opsuite/opsuite/services/gateway"
 	"github.com/opsuite/opsuite/services/healthchecker"
+	"github.com/opsuite/opsuite/services/logaggregator"
+	"github.com/opsuite/opsuite/services/monitor"
+	"github.com/opsuite/opsuite/services/pipelinerunner"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -42,13 +48,20 @@ import (
 
 // Component names accepted by --target.
 const (
-	TargetHealthChecker = healthchecker.Name
-	TargetDeployer      = deployer.Name
-	TargetGateway       = gateway.Name
+	TargetHealthChecker  = healthchecker.Name
+	TargetMonitor        = monitor.Name
+	TargetLogAggregator  = logaggregator.Name
+	TargetDeployer       = deployer.Name
+	TargetPipelineRunner = pipelinerunner.Name
+	TargetGateway        = gateway.Name
 )
 
-// AllTargets are the components `opsuite up` runs, in start order.
-var AllTargets = []string{TargetHealthChecker, TargetDeployer, TargetGateway}
+// AllTargets are the components `opsuite up` runs, in start order: a
+// service starts after those it calls.
+var AllTargets = []string{TargetHealthChecker, TargetMonitor, TargetLogAggregator, TargetDeployer, TargetPipelineRunner, TargetGateway}
+
+// serviceTargets are the components that keep state in NATS and serve gRPC.
+var serviceTargets = []string{TargetHealthChecker, TargetMonitor, TargetLogAggregator, TargetDeployer, TargetPipelineRunner}
 
 // Config is everything a suite process needs; cmd/opsuite fills it from
 // flags and OPSUITE_* variables.
@@ -69,8 +82,18 @@ type Config struct {
 	// HealthCheckerAddr is where the gateway and the deployer reach a
 	// health-checker that runs in another process.
 	HealthCheckerAddr string
-	// DeployerAddr is where the gateway reaches a deployer in another process.
+	// DeployerAddr is where the gateway and the pipeline-runner reach a
+	// deployer in another process.
 	DeployerAddr string
+	// MonitorAddr is where the gateway and the deployer reach a monitor in
+	// another process; without one the deployer analyses with its router.
+	MonitorAddr string
+	// LogAggregatorAddr is where the gateway reaches a log-aggregator in
+	// another process.
+	LogAggregatorAddr string
+	// PipelineRunnerAddr is where the gateway reaches a pipeline-runner in
+	// another process.
+	PipelineRunnerAddr string
 	// Docker selects the deployer's Docker driver: "auto" (when the daemon
 	// answers), "on" (required) or "off".
 	Docker string
@@ -83,6 +106,11 @@ type Config struct {
 }
 
 func (c *Config) has(target string) bool { return slices.Contains(c.Targets, target) }
+
+// hasService reports whether any stateful service runs in this process.
+func (c *Config) hasService() bool {
+	return slices.ContainsFunc(serviceTargets, c.has)
+}
 
 // Validate fills defaults and reports the first setting that cannot work.
 func (c *Config) Validate() error {
@@ -97,8 +125,7 @@ func (c *Config) Validate() error {
 	if c.ShutdownTimeout <= 0 {
 		c.ShutdownTimeout = 10 * time.Second
 	}
-	needsNATS := c.has(TargetHealthChecker) || c.has(TargetDeployer)
-	if needsNATS && c.NATSURL == "" && c.DataDir == "" {
+	if c.hasService() && c.NATSURL == "" && c.DataDir == "" {
 		return errors.New("data dir is required for the embedded NATS server (or give --nats-url)")
 	}
 	switch c.Docker {
@@ -111,7 +138,10 @@ func (c *Config) Validate() error {
 	if c.has(TargetDeployer) && !c.has(TargetHealthChecker) && c.HealthCheckerAddr == "" {
 		return errors.New("the deployer without an in-process health-checker needs --healthchecker-addr")
 	}
-	if c.has(TargetHealthChecker) || c.has(TargetDeployer) {
+	if c.has(TargetPipelineRunner) && !c.has(TargetHealthChecker) && c.HealthCheckerAddr == "" {
+		return errors.New("the pipeline-runner without an in-process health-checker needs --healthchecker-addr")
+	}
+	if c.hasService() {
 		if _, _, err := net.SplitHostPort(c.GRPCAddr); err != nil {
 			return fmt.Errorf("grpc address %q: %w", c.GRPCAddr, err)
 		}
@@ -120,8 +150,9 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("http address %q: %w", c.HTTPAddr, err)
 	}
 	if c.has(TargetGateway) {
-		if !c.has(TargetHealthChecker) && c.HealthCheckerAddr == "" && !c.has(TargetDeployer) && c.DeployerAddr == "" {
-			return errors.New("the gateway alone needs --healthchecker-addr or --deployer-addr to reach services")
+		if !c.hasService() && c.HealthCheckerAddr == "" && c.DeployerAddr == "" && c.MonitorAddr == "" &&
+			c.LogAggregatorAddr == "" && c.PipelineRunnerAddr == "" {
+			return errors.New("the gateway alone needs the address of at least one service (--healthchecker-addr, --deployer-addr, --monitor-addr, --logaggregator-addr, --pipelinerunner-addr)")
 		}
 	}
 	if c.NATSListen != "" {
@@ -166,7 +197,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, out io.Writer) error
 	// NATS first: everything stateful stands on it.
 	var nc *nats.Conn
 	var natsURL string
-	if cfg.has(TargetHealthChecker) || cfg.has(TargetDeployer) {
+	if cfg.hasService() {
 		if cfg.NATSURL == "" {
 			if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
 				return fmt.Errorf("create data dir: %w", err)
@@ -216,7 +247,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, out io.Writer) error
 		cleanups = append(cleanups, func() { _ = conn.Close() })
 		return conn, nil
 	}
-	if cfg.has(TargetHealthChecker) || cfg.has(TargetDeployer) {
+	if cfg.hasService() {
 		gs, err = grpcserver.New(grpcserver.Config{}, grpcserver.Deps{Logger: log.With("component", "grpc"), Registerer: reg, TracerProvider: tp})
 		if err != nil {
 			return err
@@ -245,6 +276,9 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, out io.Writer) error
 	// start runs a service and marks it serving once it is ready.
 	var readyChans []<-chan struct{}
 	start := func(name, grpcName string, svc service) {
+		if d, ok := svc.(interface{ Drain() }); ok {
+			drainers = append(drainers, d) // ends its streams at shutdown
+		}
 		svc.Register(gs)
 		gs.SetServing(grpcName, false)
 		ready.Add(name)
@@ -278,11 +312,46 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, out io.Writer) error
 		if err != nil {
 			return err
 		}
-		drainers = append(drainers, hc)
 		start(healthchecker.Name, hcv1.HealthCheckerService_ServiceDesc.ServiceName, hc)
 		gatewayConns.HealthChecker = inprocConn
 	} else if cfg.HealthCheckerAddr != "" {
 		if gatewayConns.HealthChecker, err = dial(cfg.HealthCheckerAddr); err != nil {
+			return err
+		}
+	}
+	if cfg.has(TargetMonitor) {
+		bus, err := eventbus.New(ctx, nc, eventbus.Config{Source: "opsuite/" + monitor.Name}, log.With("component", "eventbus"))
+		if err != nil {
+			return err
+		}
+		mon, err := monitor.New(monitor.Config{DataDir: filepath.Join(dataDirOf(cfg), "monitor")}, monitor.Deps{
+			Logger: log.With("service", monitor.Name), Registerer: reg, JetStream: js, Events: bus, Consumer: bus,
+		})
+		if err != nil {
+			return err
+		}
+		start(monitor.Name, monitorv1.MonitorService_ServiceDesc.ServiceName, mon)
+		gatewayConns.Monitor = inprocConn
+	} else if cfg.MonitorAddr != "" {
+		if gatewayConns.Monitor, err = dial(cfg.MonitorAddr); err != nil {
+			return err
+		}
+	}
+	if cfg.has(TargetLogAggregator) {
+		bus, err := eventbus.New(ctx, nc, eventbus.Config{Source: "opsuite/" + logaggregator.Name}, log.With("component", "eventbus"))
+		if err != nil {
+			return err
+		}
+		la, err := logaggregator.New(logaggregator.Config{DataDir: filepath.Join(dataDirOf(cfg), "logaggregator")}, logaggregator.Deps{
+			Logger: log.With("service", logaggregator.Name), Registerer: reg, JetStream: js, Events: bus, Deploys: bus,
+		})
+		if err != nil {
+			return err
+		}
+		start(logaggregator.Name, lav1.LogAggregatorService_ServiceDesc.ServiceName, la)
+		gatewayConns.LogAggregator = inprocConn
+	} else if cfg.LogAggregatorAddr != "" {
+		if gatewayConns.LogAggregator, err = dial(cfg.LogAggregatorAddr); err != nil {
 			return err
 		}
 	}
@@ -291,16 +360,16 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, out io.Writer) error
 		if err != nil {
 			return err
 		}
-		dataDir := cfg.DataDir
-		if dataDir == "" {
-			dataDir = "."
-		}
-		dep, err := deployer.New(deployer.Config{
-			ProcessStateDir: filepath.Join(dataDir, "deployer", "process"), Docker: cfg.Docker,
-		}, deployer.Deps{
+		deps := deployer.Deps{
 			Logger: log.With("service", deployer.Name), Registerer: reg, JetStream: js, Events: bus,
 			HealthChecker: hcv1.NewHealthCheckerServiceClient(gatewayConns.HealthChecker),
-		})
+		}
+		if gatewayConns.Monitor != nil {
+			deps.Monitor = monitorv1.NewMonitorServiceClient(gatewayConns.Monitor)
+		}
+		dep, err := deployer.New(deployer.Config{
+			ProcessStateDir: filepath.Join(dataDirOf(cfg), "deployer", "process"), Docker: cfg.Docker,
+		}, deps)
 		if err != nil {
 			return err
 		}
@@ -308,6 +377,29 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, out io.Writer) error
 		gatewayConns.Deployer = inprocConn
 	} else if cfg.DeployerAddr != "" {
 		if gatewayConns.Deployer, err = dial(cfg.DeployerAddr); err != nil {
+			return err
+		}
+	}
+	if cfg.has(TargetPipelineRunner) {
+		bus, err := eventbus.New(ctx, nc, eventbus.Config{Source: "opsuite/" + pipelinerunner.Name}, log.With("component", "eventbus"))
+		if err != nil {
+			return err
+		}
+		deps := pipelinerunner.Deps{
+			Logger: log.With("service", pipelinerunner.Name), Registerer: reg, JetStream: js, Events: bus,
+			HealthChecker: hcv1.NewHealthCheckerServiceClient(gatewayConns.HealthChecker),
+		}
+		if gatewayConns.Deployer != nil {
+			deps.Deployer = deployerv1.NewDeployerServiceClient(gatewayConns.Deployer)
+		}
+		pr, err := pipelinerunner.New(pipelinerunner.Config{DataDir: filepath.Join(dataDirOf(cfg), "pipelinerunner"), Docker: cfg.Docker}, deps)
+		if err != nil {
+			return err
+		}
+		start(pipelinerunner.Name, prv1.PipelineRunnerService_ServiceDesc.ServiceName, pr)
+		gatewayConns.PipelineRunner = inprocConn
+	} else if cfg.PipelineRunnerAddr != "" {
+		if gatewayConns.PipelineRunner, err = dial(cfg.PipelineRunnerAddr); err != nil {
 			return err
 		}
 	}
@@ -422,6 +514,15 @@ func stopGRPC(s *grpc.Server, grace time.Duration) {
 		s.Stop()
 		<-done
 	}
+}
+
+// dataDirOf is where services keep local files: the data dir, or the
+// working directory when running against an external NATS without one.
+func dataDirOf(cfg Config) string {
+	if cfg.DataDir == "" {
+		return "."
+	}
+	return cfg.DataDir
 }
 
 // service is what every Opsuite service provides to the suite.

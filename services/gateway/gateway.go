@@ -19,6 +19,9 @@ import (
 	"github.com/opsuite/opsuite/gen/openapi"
 	deployerv1 "github.com/opsuite/opsuite/gen/opsuite/deployer/v1"
 	hcv1 "github.com/opsuite/opsuite/gen/opsuite/healthchecker/v1"
+	lav1 "github.com/opsuite/opsuite/gen/opsuite/logaggregator/v1"
+	monitorv1 "github.com/opsuite/opsuite/gen/opsuite/monitor/v1"
+	prv1 "github.com/opsuite/opsuite/gen/opsuite/pipelinerunner/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -43,8 +46,11 @@ type Config struct {
 // Conns are the client connections to the services the gateway fronts; a
 // nil connection leaves that service's routes unregistered (404).
 type Conns struct {
-	HealthChecker *grpc.ClientConn
-	Deployer      *grpc.ClientConn
+	HealthChecker  *grpc.ClientConn
+	Deployer       *grpc.ClientConn
+	Monitor        *grpc.ClientConn
+	LogAggregator  *grpc.ClientConn
+	PipelineRunner *grpc.ClientConn
 }
 
 // Deps are the gateway's collaborators.
@@ -78,22 +84,27 @@ func New(ctx context.Context, cfg Config, deps Deps) (*Gateway, error) {
 		runtime.WithRoutingErrorHandler(routingErrorHandler),
 		runtime.WithForwardResponseOption(openStream),
 	)
-	if c := deps.Conns.HealthChecker; c != nil {
-		if err := hcv1.RegisterHealthCheckerServiceHandler(ctx, mux, c); err != nil {
-			return nil, fmt.Errorf("gateway: register health-checker routes: %w", err)
-		}
-	}
-	if c := deps.Conns.Deployer; c != nil {
-		if err := deployerv1.RegisterDeployerServiceHandler(ctx, mux, c); err != nil {
-			return nil, fmt.Errorf("gateway: register deployer routes: %w", err)
-		}
+	routes := []struct {
+		name     string
+		tag      string
+		conn     *grpc.ClientConn
+		register func(context.Context, *runtime.ServeMux, *grpc.ClientConn) error
+	}{
+		{"health-checker", "HealthCheckerService", deps.Conns.HealthChecker, hcv1.RegisterHealthCheckerServiceHandler},
+		{"deployer", "DeployerService", deps.Conns.Deployer, deployerv1.RegisterDeployerServiceHandler},
+		{"monitor", "MonitorService", deps.Conns.Monitor, monitorv1.RegisterMonitorServiceHandler},
+		{"log-aggregator", "LogAggregatorService", deps.Conns.LogAggregator, lav1.RegisterLogAggregatorServiceHandler},
+		{"pipeline-runner", "PipelineRunnerService", deps.Conns.PipelineRunner, prv1.RegisterPipelineRunnerServiceHandler},
 	}
 	var served []string
-	if deps.Conns.HealthChecker != nil {
-		served = append(served, "HealthCheckerService")
-	}
-	if deps.Conns.Deployer != nil {
-		served = append(served, "DeployerService")
+	for _, r := range routes {
+		if r.conn == nil {
+			continue
+		}
+		if err := r.register(ctx, mux, r.conn); err != nil {
+			return nil, fmt.Errorf("gateway: register %s routes: %w", r.name, err)
+		}
+		served = append(served, r.tag)
 	}
 	doc, err := openAPIDocument(cfg.Version, served)
 	if err != nil {
