@@ -2445,7 +2445,10 @@ type CommandStepStatus struct {
 	// Image of a docker-executor step.
 	Image string `protobuf:"bytes,2,opt,name=image,proto3" json:"image,omitempty"`
 	// Id of the current attempt's container, docker executor only.
-	ContainerId   string `protobuf:"bytes,3,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
+	ContainerId string `protobuf:"bytes,3,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
+	// Process group id of the current attempt, shell executor only; a runner
+	// restarted after a crash kills what is left of it before resuming.
+	ProcessGroup  string `protobuf:"bytes,4,opt,name=process_group,json=processGroup,proto3" json:"process_group,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2497,6 +2500,13 @@ func (x *CommandStepStatus) GetImage() string {
 func (x *CommandStepStatus) GetContainerId() string {
 	if x != nil {
 		return x.ContainerId
+	}
+	return ""
+}
+
+func (x *CommandStepStatus) GetProcessGroup() string {
+	if x != nil {
+		return x.ProcessGroup
 	}
 	return ""
 }
@@ -5443,11 +5453,12 @@ const file_opsuite_pipelinerunner_v1_pipelinerunner_proto_rawDesc = "" +
 	"start_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\x125\n" +
 	"\bend_time\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\aendTimeB\f\n" +
 	"\n" +
-	"_exit_code\"\x8d\x01\n" +
+	"_exit_code\"\xb2\x01\n" +
 	"\x11CommandStepStatus\x12?\n" +
 	"\bexecutor\x18\x01 \x01(\x0e2#.opsuite.pipelinerunner.v1.ExecutorR\bexecutor\x12\x14\n" +
 	"\x05image\x18\x02 \x01(\tR\x05image\x12!\n" +
-	"\fcontainer_id\x18\x03 \x01(\tR\vcontainerId\"\xab\x01\n" +
+	"\fcontainer_id\x18\x03 \x01(\tR\vcontainerId\x12#\n" +
+	"\rprocess_group\x18\x04 \x01(\tR\fprocessGroup\"\xab\x01\n" +
 	"\x10DeployStepStatus\x12 \n" +
 	"\vapplication\x18\x01 \x01(\tR\vapplication\x12\x1a\n" +
 	"\brevision\x18\x02 \x01(\tR\brevision\x12\x18\n" +

@@ -1,0 +1,396 @@
+// Package logaggregator is the log-aggregator service: it ingests structured
+// log records over gRPC and NATS (opsuite.logs.>), makes them durable in a
+// JetStream stream used as its write-ahead log, indexes them exactly once
+// into compressed column blocks on local disk, and answers filtered queries,
+// live tails and error summaries with signatures tied to the application
+// revision live when each first appeared.
+//
+// Write path: Ingest decodes and normalises a batch, publishes it to the
+// OPSUITE_LOGS stream (chunks of at most 512 KiB, published asynchronously,
+// acknowledgements awaited) and answers once JetStream has stored every
+// chunk. One indexer reads the stream in order and commits records in
+// groups (every CommitInterval or CommitRecords) to a bbolt file, together
+// with the last indexed stream sequence, so a restart resumes exactly after
+// it: no record is lost or indexed twice. Messages published straight to
+// opsuite.logs.> take the same path.
+//
+// Durability: an acknowledged batch is in JetStream's file store (written to
+// the operating system before the acknowledgement; JetStream fsyncs on its
+// sync interval, every 2 minutes by default, so a process crash loses
+// nothing and a power loss is covered by the sync interval). The index is
+// fsynced on every commit.
+//
+// Limits: messages longer than Config.MaxMessageBytes (default 64 KiB) are
+// cut at a UTF-8 boundary and marked truncated with their original size;
+// see internal/record for the limits on sources, labels and metadata.
+package logaggregator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	lav1 "github.com/opsuite/opsuite/gen/opsuite/logaggregator/v1"
+	"github.com/opsuite/opsuite/pkg/eventbus"
+	"github.com/opsuite/opsuite/services/logaggregator/internal/record"
+	"github.com/opsuite/opsuite/services/logaggregator/internal/store"
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+)
+
+// Name is the service's name in health reports and event sources.
+const Name = "logaggregator"
+
+// Stream and subjects of log ingestion.
+const (
+	StreamName = "OPSUITE_LOGS"
+	// SubjectPrefix starts every ingestion subject; the tokens after it
+	// name the default source ("." for "/").
+	SubjectPrefix = "opsuite.logs."
+	// ingestSubject carries batches received over gRPC, whose records all
+	// name their source.
+	ingestSubject = SubjectPrefix + "_ingest"
+)
+
+// Event types this service publishes.
+const (
+	EventSignatureNew = "opsuite.logaggregator.signature.new"
+	EventLogsDeleted  = "opsuite.logaggregator.logs.deleted"
+)
+
+// Config tunes the service. Zero values take the defaults.
+type Config struct {
+	// DataDir holds the index (DataDir/index.db). Required.
+	DataDir string
+	// StreamReplicas of OPSUITE_LOGS; default 1.
+	StreamReplicas int
+	// StreamMaxAge and StreamMaxBytes bound the write-ahead stream; the
+	// indexer purges what it has indexed, so these only matter when it falls
+	// far behind. Defaults 24h and 4 GiB.
+	StreamMaxAge   time.Duration
+	StreamMaxBytes int64
+	// DuplicateWindow is how long a batch_id is remembered; default 10m.
+	DuplicateWindow time.Duration
+	// MaxMessageBytes cuts longer messages; default 64 KiB.
+	MaxMessageBytes int
+	// CommitInterval and CommitRecords bound how long and how many records
+	// the indexer gathers before one durable commit; defaults 100ms, 65536.
+	CommitInterval time.Duration
+	CommitRecords  int
+	// BlockRecords caps records per storage block; default 8192.
+	BlockRecords int
+	// RetentionInterval is how often retention runs; default 1m.
+	RetentionInterval time.Duration
+	// DefaultRetention applies until a policy is stored; default max age 7 days.
+	DefaultRetention time.Duration
+	// TailBuffer is how many batches a tail may fall behind before records
+	// are dropped for it; default 256.
+	TailBuffer int
+	// RevisionsConsumer is the durable name of the deploy events consumer;
+	// default "logaggregator-revisions".
+	RevisionsConsumer string
+}
+
+// Publisher publishes domain events.
+type Publisher interface {
+	Publish(ctx context.Context, ev eventbus.Event) (string, error)
+}
+
+// Consumer runs durable event consumers (an *eventbus.Bus).
+type Consumer interface {
+	Consume(ctx context.Context, cfg eventbus.ConsumerConfig, h eventbus.Handler) error
+}
+
+// Deps are the service's collaborators.
+type Deps struct {
+	Logger     *slog.Logger
+	Registerer prometheus.Registerer
+	JetStream  jetstream.JetStream
+	// Events publishes signature.new and logs.deleted; optional.
+	Events Publisher
+	// Deploys consumes opsuite.deploy.> to learn live revisions; optional.
+	Deploys Consumer
+}
+
+// Service implements opsuite.logaggregator.v1.LogAggregatorService.
+type Service struct {
+	lav1.UnimplementedLogAggregatorServiceServer
+
+	cfg     Config
+	log     *slog.Logger
+	js      jetstream.JetStream
+	events  Publisher
+	deploys Consumer
+	dec     *record.Decoder
+	hub     *hub
+	metrics *metrics
+
+	ready     atomic.Bool
+	readyCh   chan struct{}
+	drainOnce sync.Once
+	draining  chan struct{}
+
+	mu    sync.RWMutex
+	store *store.Store
+
+	maxChunk  int
+	sigEvents chan sigEvent
+}
+
+// New builds the service; Run opens the store and starts indexing.
+func New(cfg Config, deps Deps) (*Service, error) {
+	if deps.JetStream == nil {
+		return nil, errors.New("logaggregator: JetStream is required")
+	}
+	if cfg.DataDir == "" {
+		return nil, errors.New("logaggregator: data dir is required")
+	}
+	log := deps.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	def := func(v *time.Duration, d time.Duration) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	def(&cfg.StreamMaxAge, 24*time.Hour)
+	def(&cfg.DuplicateWindow, 10*time.Minute)
+	def(&cfg.CommitInterval, 100*time.Millisecond)
+	def(&cfg.RetentionInterval, time.Minute)
+	def(&cfg.DefaultRetention, 7*24*time.Hour)
+	if cfg.StreamMaxBytes <= 0 {
+		cfg.StreamMaxBytes = 4 << 30
+	}
+	if cfg.MaxMessageBytes <= 0 {
+		cfg.MaxMessageBytes = record.DefaultMaxMessageBytes
+	}
+	if cfg.CommitRecords <= 0 {
+		cfg.CommitRecords = 1 << 16
+	}
+	if cfg.TailBuffer <= 0 {
+		cfg.TailBuffer = 256
+	}
+	if cfg.RevisionsConsumer == "" {
+		cfg.RevisionsConsumer = "logaggregator-revisions"
+	}
+	s := &Service{
+		cfg:       cfg,
+		log:       log,
+		js:        deps.JetStream,
+		events:    deps.Events,
+		deploys:   deps.Deploys,
+		dec:       record.NewDecoder(record.Limits{MaxMessageBytes: cfg.MaxMessageBytes}),
+		hub:       newHub(cfg.TailBuffer),
+		readyCh:   make(chan struct{}),
+		draining:  make(chan struct{}),
+		maxChunk:  512 << 10,
+		sigEvents: make(chan sigEvent, 1024),
+	}
+	if nc := deps.JetStream.Conn(); nc != nil {
+		if mp := int(nc.MaxPayload()); mp > 0 && mp/2 < s.maxChunk {
+			s.maxChunk = mp / 2
+		}
+	}
+	s.metrics = newMetrics()
+	if deps.Registerer != nil {
+		if err := s.metrics.register(deps.Registerer); err != nil {
+			return nil, fmt.Errorf("logaggregator: register metrics: %w", err)
+		}
+	}
+	return s, nil
+}
+
+// Register adds the service to a gRPC server.
+func (s *Service) Register(r grpc.ServiceRegistrar) {
+	lav1.RegisterLogAggregatorServiceServer(r, s)
+}
+
+// Ready is closed once the store is open and the indexer has caught up with
+// the stream as it was at start.
+func (s *Service) Ready() <-chan struct{} { return s.readyCh }
+
+// Drain ends open tails so a graceful stop of the server does not wait on
+// them; ingestion and indexing go on until Run's context ends.
+func (s *Service) Drain() { s.drainOnce.Do(func() { close(s.draining) }) }
+
+func (s *Service) markReady() {
+	if s.ready.CompareAndSwap(false, true) {
+		close(s.readyCh)
+		s.log.Info("log-aggregator ready", "indexed_stream_seq", s.getStore().LastStreamSeq())
+	}
+}
+
+func (s *Service) getStore() *store.Store {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.store
+}
+
+// storeOrErr returns the store once the service serves queries.
+func (s *Service) storeOrErr() (*store.Store, error) {
+	st := s.getStore()
+	if st == nil {
+		return nil, ErrNotReady
+	}
+	return st, nil
+}
+
+// ensureStream creates or updates the write-ahead stream.
+func (s *Service) ensureStream(ctx context.Context) (jetstream.Stream, error) {
+	sc := jetstream.StreamConfig{
+		Name:        StreamName,
+		Description: "Opsuite log ingestion (write-ahead log of the log-aggregator)",
+		Subjects:    []string{SubjectPrefix + ">"},
+		Retention:   jetstream.LimitsPolicy,
+		Storage:     jetstream.FileStorage,
+		Replicas:    max(s.cfg.StreamReplicas, 1),
+		MaxAge:      s.cfg.StreamMaxAge,
+		MaxBytes:    s.cfg.StreamMaxBytes,
+		Duplicates:  s.cfg.DuplicateWindow,
+		Discard:     jetstream.DiscardOld,
+	}
+	st, err := s.js.CreateOrUpdateStream(ctx, sc)
+	if err != nil {
+		return nil, fmt.Errorf("ensure stream %s: %w", StreamName, err)
+	}
+	return st, nil
+}
+
+// Run opens the store, indexes the stream and applies retention until ctx
+// ends.
+func (s *Service) Run(ctx context.Context) error {
+	if err := os.MkdirAll(s.cfg.DataDir, 0o750); err != nil {
+		return fmt.Errorf("logaggregator: data dir: %w", err)
+	}
+	stream, err := s.ensureStream(ctx)
+	if err != nil {
+		return fmt.Errorf("logaggregator: %w", err)
+	}
+	st, err := store.Open(filepath.Join(s.cfg.DataDir, "index.db"), store.Options{BlockRecords: s.cfg.BlockRecords})
+	if err != nil {
+		return fmt.Errorf("logaggregator: %w", err)
+	}
+	defer func() {
+		if err := st.Close(); err != nil {
+			s.log.Warn("close store", "err", err)
+		}
+	}()
+	if st.Policy() == nil {
+		if err := st.SetPolicy(s.defaultPolicy()); err != nil {
+			return fmt.Errorf("logaggregator: %w", err)
+		}
+	}
+	s.mu.Lock()
+	s.store = st
+	s.mu.Unlock()
+
+	var wg sync.WaitGroup
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errc := make(chan error, 1)
+	wg.Add(3)
+	go func() {
+		defer wg.Done()
+		if err := s.index(runCtx, stream, st); err != nil {
+			select {
+			case errc <- err:
+			default:
+			}
+			cancel()
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		s.retain(runCtx, stream, st)
+	}()
+	go func() {
+		defer wg.Done()
+		s.publishSignatures(runCtx)
+	}()
+	if s.deploys != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s.followDeploys(runCtx, st)
+		}()
+	}
+	<-runCtx.Done()
+	wg.Wait()
+	s.hub.closeAll()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("logaggregator: %w", err)
+	default:
+	}
+	return nil
+}
+
+func (s *Service) defaultPolicy() *lav1.RetentionPolicy {
+	return &lav1.RetentionPolicy{
+		DefaultLimits: &lav1.RetentionLimits{MaxAge: durationpb.New(s.cfg.DefaultRetention)},
+		UpdateTime:    timestamppb.Now(),
+	}
+}
+
+type metrics struct {
+	ingested  *prometheus.CounterVec
+	rejected  prometheus.Counter
+	truncated prometheus.Counter
+	indexed   prometheus.Counter
+	commits   prometheus.Histogram
+	dropped   prometheus.Counter
+	removed   prometheus.Counter
+}
+
+func newMetrics() *metrics {
+	return &metrics{
+		ingested: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "opsuite_logaggregator_ingested_records_total",
+			Help: "Records accepted for storage, by path (grpc, nats).",
+		}, []string{"path"}),
+		rejected: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "opsuite_logaggregator_rejected_records_total",
+			Help: "Records refused as malformed.",
+		}),
+		truncated: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "opsuite_logaggregator_truncated_records_total",
+			Help: "Records whose message the server cut at the size limit.",
+		}),
+		indexed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "opsuite_logaggregator_indexed_records_total",
+			Help: "Records committed to the index.",
+		}),
+		commits: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "opsuite_logaggregator_commit_seconds",
+			Help:    "Duration of index commits (including fsync).",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14),
+		}),
+		dropped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "opsuite_logaggregator_tail_dropped_records_total",
+			Help: "Records skipped for tails that read too slowly.",
+		}),
+		removed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "opsuite_logaggregator_retention_removed_records_total",
+			Help: "Records removed by retention.",
+		}),
+	}
+}
+
+func (m *metrics) register(r prometheus.Registerer) error {
+	for _, c := range []prometheus.Collector{m.ingested, m.rejected, m.truncated, m.indexed, m.commits, m.dropped, m.removed} {
+		if err := r.Register(c); err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -1,0 +1,479 @@
+package monitor
+
+import (
+	"context"
+	"fmt"
+	"github.com/prometheus/common/model"
+	"maps"
+	"math"
+	"net/url"
+	"strconv"
+	"time"
+
+	eventsv1 "github.com/opsuite/opsuite/gen/opsuite/events/v1"
+	monitorv1 "github.com/opsuite/opsuite/gen/opsuite/monitor/v1"
+	"github.com/opsuite/opsuite/pkg/eventbus"
+	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/promql"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+)
+
+// group is an installed rule group with its evaluation loop.
+type group struct {
+	spec     *monitorv1.RuleGroup
+	rules    []*compiledRule
+	interval time.Duration
+	cancel   context.CancelFunc
+	done     chan struct{}
+}
+
+type activeKey struct{ rule, fingerprint string }
+
+// transition is what happened to an alert in one evaluation.
+type transition int
+
+const (
+	transNone transition = iota
+	// transPersist changes durable state without a notification (the
+	// keep_firing_for timer starting or stopping).
+	transPersist
+	transPending
+	transFiring
+	transResolved
+)
+
+func isActive(a *monitorv1.Alert) bool {
+	return a.GetState() == monitorv1.AlertState_ALERT_STATE_PENDING || a.GetState() == monitorv1.AlertState_ALERT_STATE_FIRING
+}
+
+// transitionOf is the notifying transition that led to a's current state.
+func transitionOf(a *monitorv1.Alert) transition {
+	switch a.GetState() {
+	case monitorv1.AlertState_ALERT_STATE_FIRING:
+		return transFiring
+	case monitorv1.AlertState_ALERT_STATE_RESOLVED:
+		return transResolved
+	}
+	return transPending
+}
+
+// needsAnnouncement says a's firing or resolution may not have been
+// published: its last notification is older than the transition.
+func needsAnnouncement(a *monitorv1.Alert) bool {
+	var at *timestamppb.Timestamp
+	switch a.GetState() {
+	case monitorv1.AlertState_ALERT_STATE_FIRING:
+		at = a.GetFiredAt()
+	case monitorv1.AlertState_ALERT_STATE_RESOLVED:
+		at = a.GetResolvedAt()
+	default:
+		return false
+	}
+	last := a.GetLastNotificationTime()
+	return last == nil || last.AsTime().Before(at.AsTime())
+}
+
+// alertID names an episode: the series' fingerprint and the moment it
+// became active, so the same episode always has the same id.
+func alertID(fingerprint string, activeAt time.Time) string {
+	return fingerprint + "-" + strconv.FormatInt(activeAt.UnixMilli(), 10)
+}
+
+// eventID is the id of the event announcing tr of alert a; publishing it
+// twice (after a restart) is dropped by the stream's de-duplication.
+func eventID(a *monitorv1.Alert, tr transition) string {
+	kind := map[transition]string{transPending: "pending", transFiring: "firing", transResolved: "resolved"}[tr]
+	return "monitor-alert-" + a.GetId() + "-" + kind
+}
+
+// installGroup compiles g and (re)starts its evaluation loop. Alerts of
+// rules that disappeared or whose condition changed resolve.
+func (s *Service) installGroup(g *monitorv1.RuleGroup) error {
+	rules, interval, err := s.compileGroup("rule_group", g)
+	if err != nil {
+		return err
+	}
+	ng := &group{spec: g, rules: rules, interval: interval, done: make(chan struct{})}
+	s.mu.Lock()
+	old := s.groups[g.GetName()]
+	s.groups[g.GetName()] = ng
+	keep := map[string]string{}
+	for _, r := range rules {
+		s.ruleGroup[r.spec.GetName()] = g.GetName()
+		keep[r.spec.GetName()] = r.expr
+	}
+	var gone []string
+	if old != nil {
+		for _, r := range old.rules {
+			expr, still := keep[r.spec.GetName()]
+			if !still {
+				delete(s.ruleGroup, r.spec.GetName())
+				delete(s.ruleStatus, r.spec.GetName())
+			}
+			if !still || expr != r.expr {
+				gone = append(gone, r.spec.GetName())
+			}
+		}
+	}
+	ctx, cancel := context.WithCancel(s.runCtx)
+	ng.cancel = cancel
+	s.mu.Unlock()
+	if old != nil {
+		old.cancel()
+		<-old.done
+	}
+	for _, r := range gone {
+		s.resolveRule(s.runCtx, r, time.Now())
+	}
+	s.goLoop(func() { s.runGroup(ctx, ng) })
+	return nil
+}
+
+// removeGroup stops a group and resolves its alerts.
+func (s *Service) removeGroup(name string) {
+	s.mu.Lock()
+	g := s.groups[name]
+	delete(s.groups, name)
+	if g != nil {
+		for _, r := range g.rules {
+			delete(s.ruleGroup, r.spec.GetName())
+			delete(s.ruleStatus, r.spec.GetName())
+		}
+	}
+	s.mu.Unlock()
+	if g == nil {
+		return
+	}
+	g.cancel()
+	<-g.done
+	for _, r := range g.rules {
+		s.resolveRule(s.runCtx, r.spec.GetName(), time.Now())
+	}
+}
+
+// runGroup evaluates g every interval, and also the moment a pending alert's
+// `for` or a keep_firing_for ends, so firing is not delayed to the next tick.
+func (s *Service) runGroup(ctx context.Context, g *group) {
+	defer close(g.done)
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	next := time.Now().Add(g.interval)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-timer.C:
+		}
+		now := time.Now()
+		s.evalGroup(ctx, g, now)
+		if !now.Before(next) {
+			next = next.Add(g.interval * (now.Sub(next)/g.interval + 1))
+		}
+		wake := next
+		if d := s.nextDeadline(g); !d.IsZero() && d.Before(wake) {
+			wake = d
+		}
+		timer.Reset(max(time.Until(wake), 5*time.Millisecond))
+	}
+}
+
+// nextDeadline is the earliest moment an alert of g changes state without
+// its condition changing.
+func (s *Service) nextDeadline(g *group) time.Time {
+	var d time.Time
+	earlier := func(t time.Time) {
+		if d.IsZero() || t.Before(d) {
+			d = t
+		}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, r := range g.rules {
+		if r.recording || r.spec.GetDisabled() {
+			continue
+		}
+		for k, id := range s.active {
+			if k.rule != r.spec.GetName() {
+				continue
+			}
+			a := s.alerts[id]
+			if a.GetState() == monitorv1.AlertState_ALERT_STATE_PENDING {
+				earlier(a.GetActiveAt().AsTime().Add(r.forDur))
+			} else if a.GetKeepFiringSince() != nil {
+				earlier(a.GetKeepFiringSince().AsTime().Add(r.keepFor))
+			}
+		}
+	}
+	return d
+}
+
+func (s *Service) evalGroup(ctx context.Context, g *group, now time.Time) {
+	for _, r := range g.rules {
+		if ctx.Err() != nil {
+			return
+		}
+		if r.spec.GetDisabled() {
+			s.resolveRule(ctx, r.spec.GetName(), now)
+			continue
+		}
+		start := time.Now()
+		vec, err := s.evalExpr(ctx, r.expr, now)
+		st := &monitorv1.RuleStatus{
+			Health: monitorv1.RuleHealth_RULE_HEALTH_OK, EffectiveExpr: r.expr,
+			LastEvaluationTime: timestamppb.New(now), EvaluationDuration: durationpb.New(time.Since(start)),
+		}
+		if err != nil {
+			st.Health, st.LastError = monitorv1.RuleHealth_RULE_HEALTH_ERROR, err.Error()
+			s.log.Warn("rule evaluation failed", "rule", r.spec.GetName(), "group", g.spec.GetName(), "err", err)
+		}
+		s.mu.Lock()
+		s.ruleStatus[r.spec.GetName()] = st
+		s.mu.Unlock()
+		if err != nil {
+			continue
+		}
+		if r.recording {
+			s.record(ctx, g, r, vec, now)
+			continue
+		}
+		s.applyAlerts(ctx, g, r, vec, now)
+	}
+}
+
+func (s *Service) evalExpr(ctx context.Context, expr string, ts time.Time) (promql.Vector, error) {
+	return s.queryFunc()(ctx, expr, ts)
+}
+
+// record writes a recording rule's result as series named by the rule.
+func (s *Service) record(ctx context.Context, g *group, r *compiledRule, vec promql.Vector, now time.Time) {
+	app := s.db.Appender(ctx)
+	b := labels.NewBuilder(labels.EmptyLabels())
+	for _, smp := range vec {
+		if smp.H != nil {
+			continue
+		}
+		b.Reset(smp.Metric)
+		for k, v := range g.spec.GetLabels() {
+			b.Set(k, v)
+		}
+		for k, v := range r.spec.GetLabels() {
+			b.Set(k, v)
+		}
+		b.Set(model.MetricNameLabel, r.spec.GetRecord())
+		if _, err := app.Append(0, b.Labels(), now.UnixMilli(), smp.F); err != nil {
+			s.log.Debug("recording rule sample refused", "rule", r.spec.GetName(), "err", err)
+		}
+	}
+	if err := app.Commit(); err != nil {
+		s.log.Warn("recording rule commit", "rule", r.spec.GetName(), "err", err)
+	}
+}
+
+// candidate is one series of an alerting rule's result.
+type candidate struct {
+	labels      map[string]string
+	annotations map[string]string
+	value       float64
+}
+
+// applyAlerts runs the alert state machine of rule r over its result.
+func (s *Service) applyAlerts(ctx context.Context, g *group, r *compiledRule, vec promql.Vector, now time.Time) {
+	cands := map[string]candidate{}
+	b := labels.NewBuilder(labels.EmptyLabels())
+	for _, smp := range vec {
+		if smp.H != nil {
+			continue
+		}
+		seriesLabels := smp.Metric.Map()
+		b.Reset(smp.Metric)
+		b.Del(model.MetricNameLabel)
+		for k, v := range g.spec.GetLabels() {
+			b.Set(k, v)
+		}
+		for k, v := range r.spec.GetLabels() {
+			b.Set(k, s.expand(ctx, r.spec.GetName(), v, seriesLabels, smp, now))
+		}
+		b.Set(labels.AlertName, r.alertName)
+		ls := b.Labels()
+		fp := fmt.Sprintf("%016x", ls.Hash())
+		if _, dup := cands[fp]; dup {
+			continue
+		}
+		ann := make(map[string]string, len(r.spec.GetAnnotations()))
+		for k, v := range r.spec.GetAnnotations() {
+			ann[k] = s.expand(ctx, r.spec.GetName(), v, seriesLabels, smp, now)
+		}
+		cands[fp] = candidate{labels: ls.Map(), annotations: ann, value: smp.F}
+	}
+
+	type change struct {
+		alert *monitorv1.Alert
+		tr    transition
+	}
+	var changes []change
+	nowPB := timestamppb.New(now)
+	s.mu.Lock()
+	for fp, c := range cands {
+		key := activeKey{rule: r.spec.GetName(), fingerprint: fp}
+		a := s.alerts[s.active[key]]
+		tr := transNone
+		if a == nil {
+			a = &monitorv1.Alert{
+				Id: alertID(fp, now), Fingerprint: fp, State: monitorv1.AlertState_ALERT_STATE_PENDING,
+				Rule: r.spec.GetName(), RuleGroup: g.spec.GetName(), Expr: r.expr, ActiveAt: nowPB,
+			}
+			a.GeneratorUrl = s.generatorURL(a.GetId())
+			tr = transPending
+			s.alerts[a.GetId()] = a
+			s.active[key] = a.GetId()
+		}
+		a.Labels, a.Annotations, a.Value, a.LastEvaluationTime = c.labels, c.annotations, c.value, nowPB
+		if a.GetDeploy() == nil {
+			a.Deploy = s.deployContextLocked(a)
+		}
+		if a.GetKeepFiringSince() != nil {
+			a.KeepFiringSince = nil
+			tr = max(tr, transPersist)
+		}
+		if a.GetState() == monitorv1.AlertState_ALERT_STATE_PENDING && !now.Before(a.GetActiveAt().AsTime().Add(r.forDur)) {
+			a.State, a.FiredAt = monitorv1.AlertState_ALERT_STATE_FIRING, nowPB
+			if d := a.GetDeploy(); d != nil && d.GetRolloutStartTime() != nil {
+				d.TimeToFire = durationpb.New(now.Sub(d.GetRolloutStartTime().AsTime()))
+			}
+			tr = transFiring
+		}
+		if tr != transNone {
+			a.SilencedBy = s.silencedByLocked(a.GetLabels(), now)
+			changes = append(changes, change{proto.CloneOf(a), tr})
+		}
+	}
+	for key, id := range s.active {
+		if key.rule != r.spec.GetName() {
+			continue
+		}
+		if _, ok := cands[key.fingerprint]; ok {
+			continue
+		}
+		a := s.alerts[id]
+		a.LastEvaluationTime = nowPB
+		a.Value = math.NaN()
+		if a.GetState() == monitorv1.AlertState_ALERT_STATE_FIRING && r.keepFor > 0 {
+			if a.GetKeepFiringSince() == nil {
+				a.KeepFiringSince = nowPB
+				changes = append(changes, change{proto.CloneOf(a), transPersist})
+				continue
+			}
+			if now.Before(a.GetKeepFiringSince().AsTime().Add(r.keepFor)) {
+				continue
+			}
+		}
+		a.State, a.ResolvedAt = monitorv1.AlertState_ALERT_STATE_RESOLVED, nowPB
+		delete(s.active, key)
+		a.SilencedBy = s.silencedByLocked(a.GetLabels(), now)
+		changes = append(changes, change{proto.CloneOf(a), transResolved})
+	}
+	s.mu.Unlock()
+	for _, c := range changes {
+		s.commit(ctx, c.alert, c.tr)
+	}
+}
+
+// resolveRule resolves every active alert of a rule (deleted, disabled or
+// changed).
+func (s *Service) resolveRule(ctx context.Context, rule string, now time.Time) {
+	var resolved []*monitorv1.Alert
+	s.mu.Lock()
+	for key, id := range s.active {
+		if key.rule != rule {
+			continue
+		}
+		a := s.alerts[id]
+		a.State, a.ResolvedAt, a.KeepFiringSince = monitorv1.AlertState_ALERT_STATE_RESOLVED, timestamppb.New(now), nil
+		delete(s.active, key)
+		resolved = append(resolved, proto.CloneOf(a))
+	}
+	s.mu.Unlock()
+	for _, a := range resolved {
+		s.commit(ctx, a, transResolved)
+	}
+}
+
+// commit persists an alert's new state, then announces it. The state is
+// written first so a crash never loses a transition that was announced;
+// a transition written but not yet announced is announced at restart.
+func (s *Service) commit(ctx context.Context, a *monitorv1.Alert, tr transition) {
+	if err := s.alertsKV.put(ctx, a.GetId(), a); err != nil {
+		s.log.Error("persist alert", "alert", a.GetId(), "err", err)
+	}
+	if tr == transPersist {
+		return
+	}
+	s.log.Info("alert "+map[transition]string{transPending: "pending", transFiring: "firing", transResolved: "resolved"}[tr],
+		"alert", a.GetId(), "alertname", a.GetLabels()[labels.AlertName], "rule", a.GetRule())
+	s.announce(ctx, a, tr)
+}
+
+// announce publishes tr of a with its deterministic event id, notifies
+// webhooks, and records the notification time.
+func (s *Service) announce(ctx context.Context, a *monitorv1.Alert, tr transition) {
+	var data proto.Message
+	var typ string
+	switch tr {
+	case transPending:
+		typ, data = EventAlertPending, &eventsv1.AlertPending{Alert: a}
+	case transFiring:
+		typ, data = EventAlertFiring, &eventsv1.AlertFiring{Alert: a}
+	case transResolved:
+		typ, data = EventAlertResolved, &eventsv1.AlertResolved{Alert: a}
+	default:
+		return
+	}
+	at := time.Now()
+	if _, err := s.events.Publish(ctx, eventbus.Event{Type: typ, Subject: a.GetId(), ID: eventID(a, tr), Data: data}); err != nil {
+		s.log.Warn("publish alert event", "alert", a.GetId(), "type", typ, "err", err)
+		return
+	}
+	if tr == transPending {
+		return
+	}
+	if len(a.GetSilencedBy()) == 0 && (tr == transFiring || a.GetFiredAt() != nil) {
+		s.notifyReceivers(a, tr)
+	}
+	s.mu.Lock()
+	cur := s.alerts[a.GetId()]
+	if cur != nil && cur.GetState() == a.GetState() {
+		cur.LastNotificationTime = timestamppb.New(at)
+		a = proto.CloneOf(cur)
+	} else {
+		a = nil
+	}
+	s.mu.Unlock()
+	if a != nil {
+		if err := s.alertsKV.put(ctx, a.GetId(), a); err != nil {
+			s.log.Warn("persist alert notification time", "alert", a.GetId(), "err", err)
+		}
+	}
+}
+
+func (s *Service) generatorURL(id string) string {
+	if s.cfg.ExternalURL == "" {
+		return ""
+	}
+	u, err := url.JoinPath(s.cfg.ExternalURL, "alerts", id)
+	if err != nil {
+		return ""
+	}
+	return u
+}
+
+// alertView returns a copy of a with its silences computed now.
+func (s *Service) alertViewLocked(a *monitorv1.Alert, now time.Time) *monitorv1.Alert {
+	out := proto.CloneOf(a)
+	if isActive(a) {
+		out.SilencedBy = s.silencedByLocked(a.GetLabels(), now)
+	}
+	out.Labels = maps.Clone(a.GetLabels())
+	return out
+}

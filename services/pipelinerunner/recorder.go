@@ -1,0 +1,109 @@
+package pipelinerunner
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	eventsv1 "github.com/opsuite/opsuite/gen/opsuite/events/v1"
+	pb "github.com/opsuite/opsuite/gen/opsuite/pipelinerunner/v1"
+	"github.com/opsuite/opsuite/pkg/eventbus"
+	"github.com/opsuite/opsuite/services/pipelinerunner/internal/store"
+	"google.golang.org/protobuf/proto"
+)
+
+// recorder makes one run durable: every change of the run is written to
+// its KV entry with a revision check, every output line to the log stream,
+// and the run's events are published.
+type recorder struct {
+	s   *Service
+	mu  sync.Mutex
+	rev uint64
+	seq uint64
+	id  string
+}
+
+func (s *Service) newRecorder(ctx context.Context, id string, rev uint64) (*recorder, error) {
+	seq, err := s.store.LastLogSeq(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	return &recorder{s: s, rev: rev, seq: seq, id: id}, nil
+}
+
+func (r *recorder) SaveRun(ctx context.Context, run *pb.Run, _ string) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var err error
+	for attempt := 0; attempt < 3; attempt++ {
+		var rev uint64
+		rev, err = r.s.store.UpdateRun(ctx, run, r.rev)
+		if err == nil {
+			r.rev = rev
+			return nil
+		}
+		if !errors.Is(err, store.ErrConflict) {
+			time.Sleep(50 * time.Millisecond)
+			continue
+		}
+		// Only cancel_requested is written by others (CancelRun of a
+		// queued run); take over the current revision keeping that flag.
+		cur, gerr := r.s.store.Run(ctx, run.GetId())
+		if gerr != nil {
+			return fmt.Errorf("save run %s: %w", run.GetId(), err)
+		}
+		run.CancelRequested = run.GetCancelRequested() || cur.Value.GetCancelRequested()
+		r.rev = cur.Revision
+	}
+	r.s.log.Error("save run", "run", run.GetId(), "err", err)
+	return fmt.Errorf("save run %s: %w", run.GetId(), err)
+}
+
+func (r *recorder) AppendLog(ctx context.Context, runID string, line *pb.LogLine) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.seq++
+	line = proto.CloneOf(line)
+	line.Seq = r.seq
+	end := line.GetStep() == "" && line.GetStream() == pb.LogStream_LOG_STREAM_SYSTEM && isRunEnd(line.GetText())
+	r.s.metrics.logLines.Inc()
+	return r.s.store.AppendLog(ctx, runID, line, end)
+}
+
+func isRunEnd(text string) bool {
+	return len(text) >= len(runEndPrefix) && text[:len(runEndPrefix)] == runEndPrefix
+}
+
+const runEndPrefix = "run finished: "
+
+func (r *recorder) OnRunStarted(ctx context.Context, run *pb.Run) {
+	r.s.publish(ctx, EventRunStarted, run.GetId()+".started", run.GetId(), &eventsv1.PipelineRunStarted{Run: run})
+}
+
+func (r *recorder) OnStepStarted(ctx context.Context, run *pb.Run, step *pb.RunStep) {
+	r.s.publish(ctx, EventStepStarted, run.GetId()+"."+step.GetId()+".started", run.GetId(), &eventsv1.PipelineStepStarted{
+		RunId: run.GetId(), Pipeline: run.GetPipeline(), RunNumber: run.GetNumber(), Step: step,
+	})
+}
+
+func (r *recorder) OnStepFinished(ctx context.Context, run *pb.Run, step *pb.RunStep) {
+	r.s.metrics.stepsFinished.WithLabelValues(stateLabel(step.GetState().String())).Inc()
+	r.s.publish(ctx, EventStepFinished, run.GetId()+"."+step.GetId()+".finished", run.GetId(), &eventsv1.PipelineStepFinished{
+		RunId: run.GetId(), Pipeline: run.GetPipeline(), RunNumber: run.GetNumber(), Step: step,
+	})
+}
+
+func (r *recorder) OnRunFinished(ctx context.Context, run *pb.Run) {
+	r.s.metrics.runsFinished.WithLabelValues(stateLabel(run.GetState().String())).Inc()
+	r.s.publish(ctx, EventRunFinished, run.GetId()+".finished", run.GetId(), &eventsv1.PipelineRunFinished{Run: run})
+}
+
+func (s *Service) publish(ctx context.Context, typ, id, subject string, data proto.Message) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if _, err := s.events.Publish(ctx, eventbus.Event{Type: typ, ID: id, Subject: subject, Data: data}); err != nil {
+		s.log.Warn("publish event", "type", typ, "subject", subject, "err", err)
+	}
+}
