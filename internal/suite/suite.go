@@ -27,6 +27,7 @@ import (
 	prv1 "github.com/opsuite/opsuite/gen/opsuite/pipelinerunner/v1"
 	"github.com/opsuite/opsuite/pkg/eventbus"
 	"github.com/opsuite/opsuite/pkg/grpcserver"
+	"github.com/opsuite/opsuite/pkg/logship"
 	"github.com/opsuite/opsuite/pkg/natsembed"
 	"github.com/opsuite/opsuite/pkg/readiness"
 	"github.com/opsuite/opsuite/pkg/telemetry"
@@ -273,6 +274,32 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, out io.Writer) error
 	if err != nil {
 		return err
 	}
+	// Every service's own log goes to stderr and, when a log-aggregator is
+	// reachable, to it as source <service> (spooled on disk while it is not).
+	var laConn *grpc.ClientConn
+	switch {
+	case cfg.has(TargetLogAggregator):
+		laConn = inprocConn
+	case cfg.LogAggregatorAddr != "":
+		if laConn, err = dial(cfg.LogAggregatorAddr); err != nil {
+			return err
+		}
+	}
+	serviceLog := func(name string) *slog.Logger {
+		base := log.With("service", name)
+		if laConn == nil {
+			return base
+		}
+		ship, err := logship.New(logship.Config{
+			Source: name, SpoolDir: filepath.Join(dataDirOf(cfg), "logship", name), Logger: log.With("component", "logship", "source", name),
+		}, lav1.NewLogAggregatorServiceClient(laConn))
+		if err != nil {
+			log.Warn("service logs stay local", "service", name, "err", err)
+			return base
+		}
+		svcGroup.Go(func() error { return ship.Run(svcCtx) })
+		return slog.New(ship.Handler(log.Handler())).With("service", name)
+	}
 	// start runs a service and marks it serving once it is ready.
 	var readyChans []<-chan struct{}
 	start := func(name, grpcName string, svc service) {
@@ -307,7 +334,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, out io.Writer) error
 			return err
 		}
 		hc, err := healthchecker.New(healthchecker.Config{}, healthchecker.Deps{
-			Logger: log.With("service", healthchecker.Name), Registerer: reg, JetStream: js, Events: bus,
+			Logger: serviceLog(healthchecker.Name), Registerer: reg, JetStream: js, Events: bus,
 		})
 		if err != nil {
 			return err
@@ -325,7 +352,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, out io.Writer) error
 			return err
 		}
 		mon, err := monitor.New(monitor.Config{DataDir: filepath.Join(dataDirOf(cfg), "monitor")}, monitor.Deps{
-			Logger: log.With("service", monitor.Name), Registerer: reg, JetStream: js, Events: bus, Consumer: bus,
+			Logger: serviceLog(monitor.Name), Registerer: reg, JetStream: js, Events: bus, Consumer: bus,
 		})
 		if err != nil {
 			return err
@@ -343,17 +370,15 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, out io.Writer) error
 			return err
 		}
 		la, err := logaggregator.New(logaggregator.Config{DataDir: filepath.Join(dataDirOf(cfg), "logaggregator")}, logaggregator.Deps{
-			Logger: log.With("service", logaggregator.Name), Registerer: reg, JetStream: js, Events: bus, Deploys: bus,
+			Logger: serviceLog(logaggregator.Name), Registerer: reg, JetStream: js, Events: bus, Deploys: bus,
 		})
 		if err != nil {
 			return err
 		}
 		start(logaggregator.Name, lav1.LogAggregatorService_ServiceDesc.ServiceName, la)
 		gatewayConns.LogAggregator = inprocConn
-	} else if cfg.LogAggregatorAddr != "" {
-		if gatewayConns.LogAggregator, err = dial(cfg.LogAggregatorAddr); err != nil {
-			return err
-		}
+	} else if laConn != nil {
+		gatewayConns.LogAggregator = laConn
 	}
 	if cfg.has(TargetDeployer) {
 		bus, err := eventbus.New(ctx, nc, eventbus.Config{Source: "opsuite/" + deployer.Name}, log.With("component", "eventbus"))
@@ -361,7 +386,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, out io.Writer) error
 			return err
 		}
 		deps := deployer.Deps{
-			Logger: log.With("service", deployer.Name), Registerer: reg, JetStream: js, Events: bus,
+			Logger: serviceLog(deployer.Name), Registerer: reg, JetStream: js, Events: bus,
 			HealthChecker: hcv1.NewHealthCheckerServiceClient(gatewayConns.HealthChecker),
 		}
 		if gatewayConns.Monitor != nil {
@@ -386,7 +411,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, out io.Writer) error
 			return err
 		}
 		deps := pipelinerunner.Deps{
-			Logger: log.With("service", pipelinerunner.Name), Registerer: reg, JetStream: js, Events: bus,
+			Logger: serviceLog(pipelinerunner.Name), Registerer: reg, JetStream: js, Events: bus,
 			HealthChecker: hcv1.NewHealthCheckerServiceClient(gatewayConns.HealthChecker),
 		}
 		if gatewayConns.Deployer != nil {

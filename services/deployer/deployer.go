@@ -86,6 +86,8 @@ type Service struct {
 	drivers map[string]driver.Driver
 	// ownDrivers says Run closes the drivers (New opened them).
 	ownDrivers bool
+	// logs ships replicas' output to the log-aggregator.
+	logs logFollowers
 	// containers serves the direct container API; nil when Docker is off.
 	containers *containers.Manager
 	store      *store.Store
@@ -258,10 +260,14 @@ func (s *Service) routerFor(app, env, listen string) (*envRuntime, error) {
 			s.log.Error("router stopped", "app", app, "env", env, "err", err)
 		}
 	}()
-	s.running.Add(2)
+	s.running.Add(3)
 	go func() {
 		defer s.running.Done()
 		s.watchReplicaHealth(ctx, app, env, e)
+	}()
+	go func() {
+		defer s.running.Done()
+		s.followEnvLogs(ctx, app, env)
 	}()
 	go func() {
 		defer s.running.Done()

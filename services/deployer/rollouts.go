@@ -158,8 +158,15 @@ func (s *Service) executor(d driver.Driver, e *envRuntime) *rollout.Executor {
 	return &rollout.Executor{
 		Driver: d, Traffic: e.router, Health: s.gate, Log: s.log,
 		NewID: replicaID, DrainTimeout: 10 * time.Second,
-		OnStarted: publish(EventReplicaStarted, func(p *deployerv1.Replica) proto.Message { return &eventsv1.ReplicaStarted{Replica: p} }),
-		OnStopped: publish(EventReplicaStopped, func(p *deployerv1.Replica) proto.Message { return &eventsv1.ReplicaStopped{Replica: p} }),
+		OnStarted: func(r driver.Replica) {
+			publish(EventReplicaStarted, func(p *deployerv1.Replica) proto.Message { return &eventsv1.ReplicaStarted{Replica: p} })(r)
+			// From its first line on.
+			s.followReplica(s.runCtx, d, r, time.Time{})
+		},
+		OnStopped: func(r driver.Replica) {
+			publish(EventReplicaStopped, func(p *deployerv1.Replica) proto.Message { return &eventsv1.ReplicaStopped{Replica: p} })(r)
+			s.unfollowReplica(r.ID)
+		},
 	}
 }
 
