@@ -21,6 +21,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	deployerv1 "github.com/opsuite/opsuite/gen/opsuite/deployer/v1"
+	gatewayv1 "github.com/opsuite/opsuite/gen/opsuite/gateway/v1"
 	hcv1 "github.com/opsuite/opsuite/gen/opsuite/healthchecker/v1"
 	lav1 "github.com/opsuite/opsuite/gen/opsuite/logaggregator/v1"
 	monitorv1 "github.com/opsuite/opsuite/gen/opsuite/monitor/v1"
@@ -33,6 +34,7 @@ import (
 	"github.com/opsuite/opsuite/pkg/telemetry"
 	"github.com/opsuite/opsuite/services/deployer"
 	"github.com/opsuite/opsuite/services/gateway"
+	"github.com/opsuite/opsuite/services/gateway/report"
 	"github.com/opsuite/opsuite/services/healthchecker"
 	"github.com/opsuite/opsuite/services/logaggregator"
 	"github.com/opsuite/opsuite/services/monitor"
@@ -142,7 +144,7 @@ func (c *Config) Validate() error {
 	if c.has(TargetPipelineRunner) && !c.has(TargetHealthChecker) && c.HealthCheckerAddr == "" {
 		return errors.New("the pipeline-runner without an in-process health-checker needs --healthchecker-addr")
 	}
-	if c.hasService() {
+	if c.hasService() || c.has(TargetGateway) {
 		if _, _, err := net.SplitHostPort(c.GRPCAddr); err != nil {
 			return fmt.Errorf("grpc address %q: %w", c.GRPCAddr, err)
 		}
@@ -248,7 +250,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, out io.Writer) error
 		cleanups = append(cleanups, func() { _ = conn.Close() })
 		return conn, nil
 	}
-	if cfg.hasService() {
+	if cfg.hasService() || cfg.has(TargetGateway) {
 		gs, err = grpcserver.New(grpcserver.Config{}, grpcserver.Deps{Logger: log.With("component", "grpc"), Registerer: reg, TracerProvider: tp})
 		if err != nil {
 			return err
@@ -427,6 +429,29 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, out io.Writer) error
 		if gatewayConns.PipelineRunner, err = dial(cfg.PipelineRunnerAddr); err != nil {
 			return err
 		}
+	}
+	if cfg.has(TargetGateway) {
+		// The gateway's own gRPC services: the report reads every service
+		// this process reaches.
+		var rc report.Clients
+		if c := gatewayConns.HealthChecker; c != nil {
+			rc.HealthChecker = hcv1.NewHealthCheckerServiceClient(c)
+		}
+		if c := gatewayConns.Monitor; c != nil {
+			rc.Monitor = monitorv1.NewMonitorServiceClient(c)
+		}
+		if c := gatewayConns.LogAggregator; c != nil {
+			rc.LogAggregator = lav1.NewLogAggregatorServiceClient(c)
+		}
+		if c := gatewayConns.Deployer; c != nil {
+			rc.Deployer = deployerv1.NewDeployerServiceClient(c)
+		}
+		if c := gatewayConns.PipelineRunner; c != nil {
+			rc.PipelineRunner = prv1.NewPipelineRunnerServiceClient(c)
+		}
+		gatewayv1.RegisterReportServiceServer(gs, report.New(rc))
+		gs.SetServing(gatewayv1.ReportService_ServiceDesc.ServiceName, true)
+		gatewayConns.Gateway = inprocConn
 	}
 	if gs != nil {
 		// Serve once every service is registered.

@@ -18,6 +18,7 @@ import (
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"github.com/opsuite/opsuite/gen/openapi"
 	deployerv1 "github.com/opsuite/opsuite/gen/opsuite/deployer/v1"
+	gatewayv1 "github.com/opsuite/opsuite/gen/opsuite/gateway/v1"
 	hcv1 "github.com/opsuite/opsuite/gen/opsuite/healthchecker/v1"
 	lav1 "github.com/opsuite/opsuite/gen/opsuite/logaggregator/v1"
 	monitorv1 "github.com/opsuite/opsuite/gen/opsuite/monitor/v1"
@@ -51,6 +52,8 @@ type Conns struct {
 	Monitor        *grpc.ClientConn
 	LogAggregator  *grpc.ClientConn
 	PipelineRunner *grpc.ClientConn
+	// Gateway serves the gateway's own gRPC services (report, access).
+	Gateway *grpc.ClientConn
 }
 
 // Deps are the gateway's collaborators.
@@ -106,11 +109,15 @@ func New(ctx context.Context, cfg Config, deps Deps) (*Gateway, error) {
 		}
 		served = append(served, r.tag)
 	}
+	root := http.NewServeMux()
+	if c := deps.Conns.Gateway; c != nil {
+		root.Handle("GET /v1/report", reportHandler(gatewayv1.NewReportServiceClient(c)))
+		served = append(served, "ReportService")
+	}
 	doc, err := openAPIDocument(cfg.Version, served)
 	if err != nil {
 		return nil, err
 	}
-	root := http.NewServeMux()
 	root.HandleFunc("GET /openapi.json", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = w.Write(doc)
