@@ -23,8 +23,8 @@ func sample() *gatewayv1.Report {
 	now := timestamppb.New(time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC))
 	return &gatewayv1.Report{
 		GenerateTime: now, Window: durationpb.New(24 * time.Hour),
-		Health: &hcv1.GetHealthResponse{Health: hcv1.OverallHealth_OVERALL_HEALTH_DEGRADED, Total: 3, Passing: 2, Critical: 1},
-		Metrics: []*monitorv1.SeriesSummary{{Labels: map[string]string{"__name__": "cpu_usage", "host": "a"}, Current: 0.5, Avg: 0.4, Min: 0.1, Max: 0.9, Count: 12}},
+		Health:       &hcv1.GetHealthResponse{Health: hcv1.OverallHealth_OVERALL_HEALTH_DEGRADED, Total: 3, Passing: 2, Critical: 1},
+		Metrics:      []*monitorv1.SeriesSummary{{Labels: map[string]string{"__name__": "cpu_usage", "host": "a"}, Current: 0.5, Avg: 0.4, Min: 0.1, Max: 0.9, Count: 12}},
 		RecentAlerts: []*monitorv1.Alert{{Labels: map[string]string{"alertname": "HighCPU", "app": "shop"}, State: monitorv1.AlertState_ALERT_STATE_FIRING, Value: 0.95, FiredAt: now}},
 		Errors: &lav1.GetErrorSummaryResponse{TotalCount: 7,
 			Sources:    []*lav1.SourceErrorCount{{Source: "apps/shop/prod", Count: 7}},
