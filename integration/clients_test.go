@@ -42,11 +42,11 @@ func TestOffTheShelfClients(t *testing.T) {
 			t.Errorf("grpcurl list lacks %s:\n%s", svc, out)
 		}
 	}
-	out = run(t, grpcurl, "-plaintext", "-d", `{"target":{"name":"db","tcp":{"address":"127.0.0.1:9"}}}`, grpcAddr, "opsuite.healthchecker.v1.HealthCheckerService/CreateTarget")
+	out = run(t, grpcurl, "-plaintext", "-H", "authorization: Bearer "+adminToken, "-d", `{"target":{"name":"db","tcp":{"address":"127.0.0.1:9"}}}`, grpcAddr, "opsuite.healthchecker.v1.HealthCheckerService/CreateTarget")
 	if !strings.Contains(out, `"name": "db"`) {
 		t.Errorf("grpcurl CreateTarget answered:\n%s", out)
 	}
-	out = run(t, grpcurl, "-plaintext", grpcAddr, "describe", "opsuite.healthchecker.v1.Target")
+	out = run(t, grpcurl, "-plaintext", "-H", "authorization: Bearer "+adminToken, grpcAddr, "describe", "opsuite.healthchecker.v1.Target")
 	if !strings.Contains(out, "failure_threshold") {
 		t.Errorf("grpcurl describe lacks fields:\n%s", out)
 	}

@@ -92,13 +92,17 @@ type proc struct {
 	exitErr  error
 }
 
+// adminToken is the bootstrap admin token every test process starts with
+// (OPSUITE_ADMIN_TOKEN); restJSON sends it.
+const adminToken = "ops_integration-test-admin-token"
+
 // startOpsuite runs the binary with args and waits until /readyz says ready.
 func startOpsuite(t testing.TB, httpAddr string, args ...string) *proc {
 	t.Helper()
 	p := &proc{t: t, stdout: &syncBuffer{}, stderr: &syncBuffer{}, httpAddr: httpAddr, done: make(chan struct{})}
 	p.cmd = exec.Command(opsuiteBin, append(args, "--http-addr", httpAddr)...)
 	p.cmd.Stdout, p.cmd.Stderr = p.stdout, p.stderr
-	p.cmd.Env = append(os.Environ(), "OPSUITE_LOG_LEVEL=debug")
+	p.cmd.Env = append(os.Environ(), "OPSUITE_LOG_LEVEL=debug", "OPSUITE_ADMIN_TOKEN="+adminToken, "OPSUITE_SERVICE_TOKEN="+adminToken)
 	if err := p.cmd.Start(); err != nil {
 		t.Fatalf("start opsuite: %v", err)
 	}
@@ -177,6 +181,7 @@ func restJSON(t testing.TB, method, url, body string, out any) int {
 		t.Fatal(err)
 	}
 	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+adminToken)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatalf("%s %s: %v", method, url, err)
@@ -230,3 +235,12 @@ func restJSONProto(t testing.TB, method, url, body string, out proto.Message) in
 	}
 	return code
 }
+
+// tokenCreds sends the admin token on gRPC calls.
+type tokenCreds struct{}
+
+func (tokenCreds) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
+	return map[string]string{"authorization": "Bearer " + adminToken}, nil
+}
+
+func (tokenCreds) RequireTransportSecurity() bool { return false }

@@ -52,7 +52,7 @@ func splitProcesses(t *testing.T) *suiteShape {
 	hcHTTP := freeAddr(t)
 	hcArgs := []string{"serve", "--target=healthchecker", "--nats-url", s.natsURL, "--grpc-addr", s.grpcAddr}
 	hc := startOpsuite(t, hcHTTP, hcArgs...)
-	startOpsuite(t, s.httpAddr, "serve", "--target=gateway", "--healthchecker-addr", s.grpcAddr)
+	startOpsuite(t, s.httpAddr, "serve", "--target=gateway", "--healthchecker-addr", s.grpcAddr, "--nats-url", s.natsURL, "--grpc-addr", freeAddr(t))
 	s.restart = func(t *testing.T) {
 		hc.stop()
 		hc = startOpsuite(t, hcHTTP, hcArgs...)
@@ -101,7 +101,7 @@ func runHealthScenario(t *testing.T, s *suiteShape) {
 	defer func() { _ = sub.Unsubscribe() }()
 
 	// Transitions as a gRPC client sees them.
-	conn, err := grpc.NewClient(s.grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient(s.grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithPerRPCCredentials(tokenCreds{}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -215,6 +215,7 @@ func streamNDJSON(t *testing.T, ctx context.Context, url string) <-chan string {
 	if err != nil {
 		t.Fatal(err)
 	}
+	req.Header.Set("Authorization", "Bearer "+adminToken)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatalf("GET %s: %v", url, err)

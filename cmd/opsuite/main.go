@@ -84,6 +84,7 @@ func (f *serverFlags) bind(fs *pflag.FlagSet) {
 	fs.StringVar(&f.cfg.OTLPEndpoint, "otlp-endpoint", "", "host:port of an OTLP/gRPC trace collector")
 	fs.DurationVar(&f.shutdownWait, "shutdown-timeout", 10*time.Second, "how long a graceful stop may take")
 	fs.StringVar(&f.cfg.Docker, "docker", "auto", "the deployer's Docker driver: auto (when a daemon answers), on (required) or off")
+	fs.StringVar(&f.cfg.Auth, "auth", "on", "access control: on (every call needs a token: $OPSUITE_ADMIN_TOKEN or one printed at the first start) or off")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&f.logFormat, "log-format", "text", "text or json")
 }
@@ -131,6 +132,9 @@ func (f *serverFlags) run(cmd *cobra.Command, stdout, stderr io.Writer) error {
 	}
 	f.cfg.ShutdownTimeout = f.shutdownWait
 	f.cfg.Version = buildVersion()
+	// Secrets come from the environment only: a flag would show in ps.
+	f.cfg.AdminToken = os.Getenv("OPSUITE_ADMIN_TOKEN")
+	f.cfg.ServiceToken = os.Getenv("OPSUITE_SERVICE_TOKEN")
 	return suite.Run(cmd.Context(), f.cfg, log, stdout)
 }
 

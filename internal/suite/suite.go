@@ -26,6 +26,7 @@ import (
 	lav1 "github.com/opsuite/opsuite/gen/opsuite/logaggregator/v1"
 	monitorv1 "github.com/opsuite/opsuite/gen/opsuite/monitor/v1"
 	prv1 "github.com/opsuite/opsuite/gen/opsuite/pipelinerunner/v1"
+	"github.com/opsuite/opsuite/pkg/auth"
 	"github.com/opsuite/opsuite/pkg/eventbus"
 	"github.com/opsuite/opsuite/pkg/grpcserver"
 	"github.com/opsuite/opsuite/pkg/logship"
@@ -34,6 +35,7 @@ import (
 	"github.com/opsuite/opsuite/pkg/telemetry"
 	"github.com/opsuite/opsuite/services/deployer"
 	"github.com/opsuite/opsuite/services/gateway"
+	"github.com/opsuite/opsuite/services/gateway/access"
 	"github.com/opsuite/opsuite/services/gateway/report"
 	"github.com/opsuite/opsuite/services/healthchecker"
 	"github.com/opsuite/opsuite/services/logaggregator"
@@ -97,6 +99,15 @@ type Config struct {
 	// PipelineRunnerAddr is where the gateway reaches a pipeline-runner in
 	// another process.
 	PipelineRunnerAddr string
+	// Auth is "on" (default: every call needs a token with the right role)
+	// or "off".
+	Auth string
+	// AdminToken is the bootstrap admin token's secret ($OPSUITE_ADMIN_TOKEN);
+	// empty generates one at the first start and prints it once.
+	AdminToken string
+	// ServiceToken is the token services use to call services in other
+	// processes ($OPSUITE_SERVICE_TOKEN, split mode with auth on).
+	ServiceToken string
 	// Docker selects the deployer's Docker driver: "auto" (when the daemon
 	// answers), "on" (required) or "off".
 	Docker string
@@ -131,6 +142,13 @@ func (c *Config) Validate() error {
 	if c.hasService() && c.NATSURL == "" && c.DataDir == "" {
 		return errors.New("data dir is required for the embedded NATS server (or give --nats-url)")
 	}
+	switch c.Auth {
+	case "":
+		c.Auth = "on"
+	case "on", "off":
+	default:
+		return fmt.Errorf("auth %q: use on or off", c.Auth)
+	}
 	switch c.Docker {
 	case "":
 		c.Docker = "auto"
@@ -157,6 +175,9 @@ func (c *Config) Validate() error {
 			c.LogAggregatorAddr == "" && c.PipelineRunnerAddr == "" {
 			return errors.New("the gateway alone needs the address of at least one service (--healthchecker-addr, --deployer-addr, --monitor-addr, --logaggregator-addr, --pipelinerunner-addr)")
 		}
+	}
+	if c.Auth == "on" && c.has(TargetGateway) && !c.hasService() && c.NATSURL == "" {
+		return errors.New("the gateway alone needs --nats-url to check tokens (or --auth=off)")
 	}
 	if c.NATSListen != "" {
 		if _, _, err := net.SplitHostPort(c.NATSListen); err != nil {
@@ -200,7 +221,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, out io.Writer) error
 	// NATS first: everything stateful stands on it.
 	var nc *nats.Conn
 	var natsURL string
-	if cfg.hasService() {
+	if cfg.hasService() || (cfg.has(TargetGateway) && cfg.Auth == "on") {
 		if cfg.NATSURL == "" {
 			if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
 				return fmt.Errorf("create data dir: %w", err)
@@ -236,22 +257,71 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, out io.Writer) error
 	svcGroup, _ := errgroup.WithContext(svcCtx)
 
 	var gs *grpcserver.Server
+	var accessSvc *access.Service
 	var drainers []interface{ Drain() }
 	var grpcLis net.Listener
-	var gatewayConns gateway.Conns
-	var inprocConn *grpc.ClientConn
+	// Two kinds of client connections: the gateway's carry each REST
+	// caller's own token; the services' carry the suite's credential (this
+	// process's internal secret in process, the service token across).
+	var gatewayConns, svcConns gateway.Conns
+	var inprocConn, inprocSvcConn *grpc.ClientConn
 	var inprocLis *bufconn.Listener
-	dial := func(addr string) (*grpc.ClientConn, error) {
-		conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+	internalSecret := auth.NewSecret()
+	newClient := func(target string, opts ...grpc.DialOption) (*grpc.ClientConn, error) {
+		opts = append(opts, grpc.WithTransportCredentials(insecure.NewCredentials()),
 			grpc.WithStatsHandler(otelgrpc.NewClientHandler(otelgrpc.WithTracerProvider(tp))))
+		conn, err := grpc.NewClient(target, opts...)
 		if err != nil {
-			return nil, fmt.Errorf("gRPC client for %s: %w", addr, err)
+			return nil, fmt.Errorf("gRPC client for %s: %w", target, err)
 		}
 		cleanups = append(cleanups, func() { _ = conn.Close() })
 		return conn, nil
 	}
+	// dial connects to a service in another process, for the gateway and for
+	// the services here.
+	dial := func(addr string) (gw, svc *grpc.ClientConn, err error) {
+		if gw, err = newClient(addr); err != nil {
+			return nil, nil, err
+		}
+		if cfg.ServiceToken == "" {
+			return gw, gw, nil
+		}
+		svc, err = newClient(addr, grpc.WithPerRPCCredentials(bearer(cfg.ServiceToken)))
+		return gw, svc, err
+	}
+	js, err := jetstreamOf(nc)
+	if err != nil {
+		return err
+	}
 	if cfg.hasService() || cfg.has(TargetGateway) {
-		gs, err = grpcserver.New(grpcserver.Config{}, grpcserver.Deps{Logger: log.With("component", "grpc"), Registerer: reg, TracerProvider: tp})
+		// Large enough for a metrics batch of 100k series; REST bodies stay at
+		// the gateway's 4 MiB.
+		gcfg := grpcserver.Config{MaxRecvMsgSize: 64 << 20}
+		var tokens *auth.Store
+		if cfg.Auth == "on" {
+			if tokens, err = auth.Open(ctx, js, 1); err != nil {
+				return err
+			}
+			generated, err := tokens.Bootstrap(ctx, cfg.AdminToken)
+			if err != nil {
+				return err
+			}
+			if generated != "" {
+				fmt.Fprintf(out, "  admin token (shown once; set OPSUITE_ADMIN_TOKEN to choose your own): %s\n", generated)
+			}
+			var audit auth.Publisher
+			if nc != nil {
+				bus, err := eventbus.New(ctx, nc, eventbus.Config{Source: "opsuite/audit"}, log.With("component", "eventbus"))
+				if err != nil {
+					return err
+				}
+				audit = bus
+			}
+			guard := &auth.Guard{Store: tokens, Internal: internalSecret, Audit: audit, Log: log.With("component", "auth")}
+			gcfg.Auth = guard.Interceptors()
+		}
+		accessSvc = access.New(tokens)
+		gs, err = grpcserver.New(gcfg, grpcserver.Deps{Logger: log.With("component", "grpc"), Registerer: reg, TracerProvider: tp})
 		if err != nil {
 			return err
 		}
@@ -262,31 +332,27 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, out io.Writer) error
 		// The gateway and services in this process reach each other over an
 		// in-memory connection, through the same interceptors as outside callers.
 		inproc := bufconn.Listen(1 << 20)
-		inprocConn, err = grpc.NewClient("passthrough:///inprocess",
-			grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return inproc.DialContext(ctx) }),
-			grpc.WithTransportCredentials(insecure.NewCredentials()),
-			grpc.WithStatsHandler(otelgrpc.NewClientHandler(otelgrpc.WithTracerProvider(tp))))
-		if err != nil {
-			return fmt.Errorf("in-process gRPC client: %w", err)
+		dialer := grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return inproc.DialContext(ctx) })
+		if inprocConn, err = newClient("passthrough:///inprocess", dialer); err != nil {
+			return err
 		}
-		cleanups = append(cleanups, func() { _ = inprocConn.Close() })
+		if inprocSvcConn, err = newClient("passthrough:///inprocess", dialer, grpc.WithPerRPCCredentials(bearer(internalSecret))); err != nil {
+			return err
+		}
 		inprocLis = inproc
-	}
-	js, err := jetstreamOf(nc)
-	if err != nil {
-		return err
 	}
 	// Every service's own log goes to stderr and, when a log-aggregator is
 	// reachable, to it as source <service> (spooled on disk while it is not).
 	var laConn *grpc.ClientConn
 	switch {
 	case cfg.has(TargetLogAggregator):
-		laConn = inprocConn
+		gatewayConns.LogAggregator, svcConns.LogAggregator = inprocConn, inprocSvcConn
 	case cfg.LogAggregatorAddr != "":
-		if laConn, err = dial(cfg.LogAggregatorAddr); err != nil {
+		if gatewayConns.LogAggregator, svcConns.LogAggregator, err = dial(cfg.LogAggregatorAddr); err != nil {
 			return err
 		}
 	}
+	laConn = svcConns.LogAggregator
 	serviceLog := func(name string) *slog.Logger {
 		base := log.With("service", name)
 		if laConn == nil {
@@ -342,9 +408,9 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, out io.Writer) error
 			return err
 		}
 		start(healthchecker.Name, hcv1.HealthCheckerService_ServiceDesc.ServiceName, hc)
-		gatewayConns.HealthChecker = inprocConn
+		gatewayConns.HealthChecker, svcConns.HealthChecker = inprocConn, inprocSvcConn
 	} else if cfg.HealthCheckerAddr != "" {
-		if gatewayConns.HealthChecker, err = dial(cfg.HealthCheckerAddr); err != nil {
+		if gatewayConns.HealthChecker, svcConns.HealthChecker, err = dial(cfg.HealthCheckerAddr); err != nil {
 			return err
 		}
 	}
@@ -360,9 +426,9 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, out io.Writer) error
 			return err
 		}
 		start(monitor.Name, monitorv1.MonitorService_ServiceDesc.ServiceName, mon)
-		gatewayConns.Monitor = inprocConn
+		gatewayConns.Monitor, svcConns.Monitor = inprocConn, inprocSvcConn
 	} else if cfg.MonitorAddr != "" {
-		if gatewayConns.Monitor, err = dial(cfg.MonitorAddr); err != nil {
+		if gatewayConns.Monitor, svcConns.Monitor, err = dial(cfg.MonitorAddr); err != nil {
 			return err
 		}
 	}
@@ -378,9 +444,6 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, out io.Writer) error
 			return err
 		}
 		start(logaggregator.Name, lav1.LogAggregatorService_ServiceDesc.ServiceName, la)
-		gatewayConns.LogAggregator = inprocConn
-	} else if laConn != nil {
-		gatewayConns.LogAggregator = laConn
 	}
 	if cfg.has(TargetDeployer) {
 		bus, err := eventbus.New(ctx, nc, eventbus.Config{Source: "opsuite/" + deployer.Name}, log.With("component", "eventbus"))
@@ -389,10 +452,10 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, out io.Writer) error
 		}
 		deps := deployer.Deps{
 			Logger: serviceLog(deployer.Name), Registerer: reg, JetStream: js, Events: bus,
-			HealthChecker: hcv1.NewHealthCheckerServiceClient(gatewayConns.HealthChecker),
+			HealthChecker: hcv1.NewHealthCheckerServiceClient(svcConns.HealthChecker),
 		}
-		if gatewayConns.Monitor != nil {
-			deps.Monitor = monitorv1.NewMonitorServiceClient(gatewayConns.Monitor)
+		if svcConns.Monitor != nil {
+			deps.Monitor = monitorv1.NewMonitorServiceClient(svcConns.Monitor)
 		}
 		dep, err := deployer.New(deployer.Config{
 			ProcessStateDir: filepath.Join(dataDirOf(cfg), "deployer", "process"), Docker: cfg.Docker,
@@ -401,9 +464,9 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, out io.Writer) error
 			return err
 		}
 		start(deployer.Name, deployerv1.DeployerService_ServiceDesc.ServiceName, dep)
-		gatewayConns.Deployer = inprocConn
+		gatewayConns.Deployer, svcConns.Deployer = inprocConn, inprocSvcConn
 	} else if cfg.DeployerAddr != "" {
-		if gatewayConns.Deployer, err = dial(cfg.DeployerAddr); err != nil {
+		if gatewayConns.Deployer, svcConns.Deployer, err = dial(cfg.DeployerAddr); err != nil {
 			return err
 		}
 	}
@@ -414,19 +477,19 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, out io.Writer) error
 		}
 		deps := pipelinerunner.Deps{
 			Logger: serviceLog(pipelinerunner.Name), Registerer: reg, JetStream: js, Events: bus,
-			HealthChecker: hcv1.NewHealthCheckerServiceClient(gatewayConns.HealthChecker),
+			HealthChecker: hcv1.NewHealthCheckerServiceClient(svcConns.HealthChecker),
 		}
-		if gatewayConns.Deployer != nil {
-			deps.Deployer = deployerv1.NewDeployerServiceClient(gatewayConns.Deployer)
+		if svcConns.Deployer != nil {
+			deps.Deployer = deployerv1.NewDeployerServiceClient(svcConns.Deployer)
 		}
 		pr, err := pipelinerunner.New(pipelinerunner.Config{DataDir: filepath.Join(dataDirOf(cfg), "pipelinerunner"), Docker: cfg.Docker}, deps)
 		if err != nil {
 			return err
 		}
 		start(pipelinerunner.Name, prv1.PipelineRunnerService_ServiceDesc.ServiceName, pr)
-		gatewayConns.PipelineRunner = inprocConn
+		gatewayConns.PipelineRunner, svcConns.PipelineRunner = inprocConn, inprocSvcConn
 	} else if cfg.PipelineRunnerAddr != "" {
-		if gatewayConns.PipelineRunner, err = dial(cfg.PipelineRunnerAddr); err != nil {
+		if gatewayConns.PipelineRunner, _, err = dial(cfg.PipelineRunnerAddr); err != nil {
 			return err
 		}
 	}
@@ -451,6 +514,8 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, out io.Writer) error
 		}
 		gatewayv1.RegisterReportServiceServer(gs, report.New(rc))
 		gs.SetServing(gatewayv1.ReportService_ServiceDesc.ServiceName, true)
+		gatewayv1.RegisterAccessServiceServer(gs, accessSvc)
+		gs.SetServing(gatewayv1.AccessService_ServiceDesc.ServiceName, true)
 		gatewayConns.Gateway = inprocConn
 	}
 	if gs != nil {
@@ -565,6 +630,15 @@ func stopGRPC(s *grpc.Server, grace time.Duration) {
 		<-done
 	}
 }
+
+// bearer is a per-call credential for the suite's own calls.
+type bearer string
+
+func (b bearer) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
+	return map[string]string{"authorization": "Bearer " + string(b)}, nil
+}
+
+func (bearer) RequireTransportSecurity() bool { return false }
 
 // dataDirOf is where services keep local files: the data dir, or the
 // working directory when running against an external NATS without one.

@@ -22,6 +22,7 @@ import (
 	monitorv1 "github.com/opsuite/opsuite/gen/opsuite/monitor/v1"
 	prv1 "github.com/opsuite/opsuite/gen/opsuite/pipelinerunner/v1"
 	"github.com/opsuite/opsuite/pkg/validation"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -73,6 +74,12 @@ func (s *Service) GetReport(ctx context.Context, req *gatewayv1.GetReportRequest
 	}
 	if err := v.Err(); err != nil {
 		return nil, err
+	}
+	// The sections are read with the caller's own token.
+	if md, ok := metadata.FromIncomingContext(ctx); ok {
+		if a := md.Get("authorization"); len(a) == 1 {
+			ctx = metadata.AppendToOutgoingContext(ctx, "authorization", a[0])
+		}
 	}
 	r := s.Build(ctx, req.GetApplication(), window)
 	resp := &gatewayv1.GetReportResponse{Report: r}
