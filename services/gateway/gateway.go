@@ -98,6 +98,7 @@ func New(ctx context.Context, cfg Config, deps Deps) (*Gateway, error) {
 		{"monitor", "MonitorService", deps.Conns.Monitor, monitorv1.RegisterMonitorServiceHandler},
 		{"log-aggregator", "LogAggregatorService", deps.Conns.LogAggregator, lav1.RegisterLogAggregatorServiceHandler},
 		{"pipeline-runner", "PipelineRunnerService", deps.Conns.PipelineRunner, prv1.RegisterPipelineRunnerServiceHandler},
+		{"access", "AccessService", deps.Conns.Gateway, gatewayv1.RegisterAccessServiceHandler},
 	}
 	var served []string
 	for _, r := range routes {
