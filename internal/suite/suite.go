@@ -482,6 +482,9 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, out io.Writer) error
 		if svcConns.Deployer != nil {
 			deps.Deployer = deployerv1.NewDeployerServiceClient(svcConns.Deployer)
 		}
+		if svcConns.Monitor != nil {
+			deps.Monitor = monitorv1.NewMonitorServiceClient(svcConns.Monitor)
+		}
 		pr, err := pipelinerunner.New(pipelinerunner.Config{DataDir: filepath.Join(dataDirOf(cfg), "pipelinerunner"), Docker: cfg.Docker}, deps)
 		if err != nil {
 			return err

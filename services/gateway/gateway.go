@@ -111,6 +111,9 @@ func New(ctx context.Context, cfg Config, deps Deps) (*Gateway, error) {
 		served = append(served, r.tag)
 	}
 	root := http.NewServeMux()
+	if c := deps.Conns.PipelineRunner; c != nil {
+		root.Handle("POST /v1/webhooks/{provider}/{pipeline}", webhookHandler(prv1.NewPipelineRunnerServiceClient(c)))
+	}
 	if c := deps.Conns.Gateway; c != nil {
 		root.Handle("GET /v1/report", reportHandler(gatewayv1.NewReportServiceClient(c)))
 		served = append(served, "ReportService")

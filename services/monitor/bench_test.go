@@ -4,16 +4,19 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"strconv"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	monitorv1 "github.com/opsuite/opsuite/gen/opsuite/monitor/v1"
 	"github.com/opsuite/opsuite/services/monitor"
 	"github.com/opsuite/opsuite/services/monitor/internal/ingest"
 	"github.com/opsuite/opsuite/services/monitor/internal/tsstore"
 	"github.com/prometheus/prometheus/model/labels"
+	"google.golang.org/protobuf/types/known/durationpb"
 )
 
 // columnar builds a batch of n series (3 labels each) with one sample at ts.
@@ -127,7 +130,7 @@ func BenchmarkIngest(b *testing.B) {
 // BenchmarkRuleEval measures one evaluation of a threshold rule's PromQL
 // over 1k and 10k series.
 func BenchmarkRuleEval(b *testing.B) {
-	for _, n := range []int{1_000, 10_000} {
+	for _, n := range []int{1_000, 10_000, 100_000} {
 		b.Run(fmt.Sprintf("series=%d", n), func(b *testing.B) {
 			db, err := tsstore.Open(tsstore.Options{Dir: b.TempDir()})
 			if err != nil {
@@ -146,8 +149,10 @@ func BenchmarkRuleEval(b *testing.B) {
 				}
 			}
 			expr := `last_over_time(load{app="shop"}[15s]) > 90`
+			var ds []time.Duration
 			b.ResetTimer()
 			for b.Loop() {
+				start := time.Now()
 				q, err := db.Engine().NewInstantQuery(context.Background(), db.Queryable(), nil, expr, now)
 				if err != nil {
 					b.Fatal(err)
@@ -156,7 +161,72 @@ func BenchmarkRuleEval(b *testing.B) {
 					b.Fatal(r.Err)
 				}
 				q.Close()
+				ds = append(ds, time.Since(start))
 			}
+			percentiles(b, ds)
 		})
 	}
 }
+
+// percentiles reports the median and p99 of ds in milliseconds.
+func percentiles(b *testing.B, ds []time.Duration) {
+	if len(ds) == 0 {
+		return
+	}
+	slices.Sort(ds)
+	b.ReportMetric(float64(ds[len(ds)/2].Microseconds())/1000, "p50-ms")
+	b.ReportMetric(float64(ds[min(len(ds)-1, len(ds)*99/100)].Microseconds())/1000, "p99-ms")
+}
+
+// BenchmarkCrossingToFiringEvent measures, beyond the rule's `for`, the time
+// from pushing a sample that crosses a threshold to the firing event on
+// NATS. The group interval is the default 15s: the push wakes the group.
+func BenchmarkCrossingToFiringEvent(b *testing.B) {
+	e := newEnv(b)
+	c := e.start(b, monitor.Config{}).client
+	ctx := context.Background()
+	events := make(chan string, 16)
+	sub, err := e.nc.Subscribe("opsuite.monitor.alert.>", func(m *nats.Msg) { events <- m.Subject })
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+	const forDur = 500 * time.Millisecond
+	high := 90.0
+	if _, err := c.CreateRule(ctx, &monitorv1.CreateRuleRequest{Rule: &monitorv1.Rule{Name: "hot", For: durationpb.New(forDur),
+		Condition: &monitorv1.Rule_Threshold{Threshold: &monitorv1.ThresholdCondition{Metric: "temp", High: &high}}}}); err != nil {
+		b.Fatal(err)
+	}
+	push := func(v float64) {
+		if _, err := c.PushMetrics(ctx, &monitorv1.PushMetricsRequest{Samples: []*monitorv1.Sample{{Name: "temp", Value: v}}}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	wait := func(subject string) time.Time {
+		for {
+			select {
+			case s := <-events:
+				if s == subject {
+					return time.Now()
+				}
+			case <-time.After(10 * time.Second):
+				b.Fatalf("no %s event", subject)
+			}
+		}
+	}
+	var lat []time.Duration
+	for b.Loop() {
+		t0 := time.Now()
+		push(95)
+		fired := wait(monitor.EventAlertFiring)
+		lat = append(lat, fired.Sub(t0)-forDur)
+		push(10)
+		wait(monitor.EventAlertResolved)
+		time.Sleep(minWakeGap)
+	}
+	percentiles(b, lat)
+}
+
+// minWakeGap keeps iterations apart by more than the push-triggered
+// evaluation spacing.
+const minWakeGap = 150 * time.Millisecond

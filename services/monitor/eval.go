@@ -15,6 +15,7 @@ import (
 	"github.com/opsuite/opsuite/pkg/eventbus"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/promql"
+	"github.com/prometheus/prometheus/promql/parser"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -27,6 +28,66 @@ type group struct {
 	interval time.Duration
 	cancel   context.CancelFunc
 	done     chan struct{}
+	// wake asks for an evaluation now: samples of a metric the group's
+	// rules read were pushed.
+	wake chan struct{}
+	// metrics the group's rules read (metric names of their selectors).
+	metrics []string
+}
+
+// minWakeSpacing bounds push-triggered evaluations of one group.
+const minWakeSpacing = 100 * time.Millisecond
+
+// ruleMetrics lists the metric names the selectors of expr name.
+func (s *Service) ruleMetrics(expr string) []string {
+	e, err := s.db.Parser().ParseExpr(expr)
+	if err != nil {
+		return nil
+	}
+	var names []string
+	parser.Inspect(e, func(n parser.Node, _ []parser.Node) error {
+		if vs, ok := n.(*parser.VectorSelector); ok && vs.Name != "" {
+			names = append(names, vs.Name)
+		}
+		return nil
+	})
+	return names
+}
+
+// wakeGroupsReading wakes the groups whose rules read any of the metrics
+// named in series, so a threshold crossing is seen without waiting for the
+// next interval.
+func (s *Service) wakeGroupsReading(names func(yield func(string) bool)) {
+	s.mu.Lock()
+	watch := s.watch
+	s.mu.Unlock()
+	if len(watch) == 0 {
+		return
+	}
+	last := ""
+	for n := range names {
+		if n == last {
+			continue
+		}
+		last = n
+		for _, g := range watch[n] {
+			select {
+			case g.wake <- struct{}{}:
+			default:
+			}
+		}
+	}
+}
+
+// rebuildWatchLocked recomputes the metric → groups index.
+func (s *Service) rebuildWatchLocked() {
+	w := map[string][]*group{}
+	for _, g := range s.groups {
+		for _, m := range g.metrics {
+			w[m] = append(w[m], g)
+		}
+	}
+	s.watch = w
 }
 
 type activeKey struct{ rule, fingerprint string }
@@ -95,10 +156,23 @@ func (s *Service) installGroup(g *monitorv1.RuleGroup) error {
 	if err != nil {
 		return err
 	}
-	ng := &group{spec: g, rules: rules, interval: interval, done: make(chan struct{})}
+	ng := &group{spec: g, rules: rules, interval: interval, done: make(chan struct{}), wake: make(chan struct{}, 1)}
+	seen := map[string]bool{}
+	for _, r := range rules {
+		if r.spec.GetDisabled() || r.recording {
+			continue
+		}
+		for _, m := range s.ruleMetrics(r.expr) {
+			if !seen[m] {
+				seen[m] = true
+				ng.metrics = append(ng.metrics, m)
+			}
+		}
+	}
 	s.mu.Lock()
 	old := s.groups[g.GetName()]
 	s.groups[g.GetName()] = ng
+	s.rebuildWatchLocked()
 	keep := map[string]string{}
 	for _, r := range rules {
 		s.ruleGroup[r.spec.GetName()] = g.GetName()
@@ -136,6 +210,7 @@ func (s *Service) removeGroup(name string) {
 	s.mu.Lock()
 	g := s.groups[name]
 	delete(s.groups, name)
+	s.rebuildWatchLocked()
 	if g != nil {
 		for _, r := range g.rules {
 			delete(s.ruleGroup, r.spec.GetName())
@@ -160,14 +235,34 @@ func (s *Service) runGroup(ctx context.Context, g *group) {
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	next := time.Now().Add(g.interval)
+	var last time.Time
 	for {
+		woken := false
 		select {
 		case <-ctx.Done():
 			return
 		case <-timer.C:
+		case <-g.wake:
+			woken = true
+			if wait := minWakeSpacing - time.Since(last); wait > 0 {
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(wait):
+				}
+			}
+			if !timer.Stop() {
+				select {
+				case <-timer.C:
+				default:
+				}
+			}
 		}
 		now := time.Now()
-		s.evalGroup(ctx, g, now)
+		last = now
+		// A push-triggered evaluation runs the alerting rules only;
+		// recording rules keep the group's interval.
+		s.evalGroup(ctx, g, now, woken && now.Before(next))
 		if !now.Before(next) {
 			next = next.Add(g.interval * (now.Sub(next)/g.interval + 1))
 		}
@@ -209,10 +304,13 @@ func (s *Service) nextDeadline(g *group) time.Time {
 	return d
 }
 
-func (s *Service) evalGroup(ctx context.Context, g *group, now time.Time) {
+func (s *Service) evalGroup(ctx context.Context, g *group, now time.Time, alertsOnly bool) {
 	for _, r := range g.rules {
 		if ctx.Err() != nil {
 			return
+		}
+		if alertsOnly && r.recording {
+			continue
 		}
 		if r.spec.GetDisabled() {
 			s.resolveRule(ctx, r.spec.GetName(), now)

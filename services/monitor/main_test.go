@@ -60,6 +60,7 @@ func newEnv(t testing.TB) *env {
 type instance struct {
 	svc    *monitor.Service
 	client monitorv1.MonitorServiceClient
+	conn   *grpc.ClientConn
 	stop   func()
 }
 
@@ -109,7 +110,7 @@ func (e *env) start(t testing.TB, cfg monitor.Config) *instance {
 		})
 	}
 	t.Cleanup(stop)
-	return &instance{svc: svc, client: monitorv1.NewMonitorServiceClient(conn), stop: stop}
+	return &instance{svc: svc, client: monitorv1.NewMonitorServiceClient(conn), conn: conn, stop: stop}
 }
 
 func dur(d time.Duration) *durationpb.Duration { return durationpb.New(d) }

@@ -67,6 +67,13 @@ func (s *Service) store(ctx context.Context, series []ingest.Series) (ingest.Res
 			s.db.SetMetadata(ser.Labels.Get(model.MetricNameLabel), metadataOf(ser))
 		}
 	}
+	s.wakeGroupsReading(func(yield func(string) bool) {
+		for _, ser := range series {
+			if !yield(ser.Labels.Get(model.MetricNameLabel)) {
+				return
+			}
+		}
+	})
 	return res, nil
 }
 

@@ -127,7 +127,8 @@ type Service struct {
 	// mu guards everything below.
 	mu         sync.Mutex
 	groups     map[string]*group
-	ruleGroup  map[string]string // rule name → group name
+	watch      map[string][]*group // metric name → groups whose rules read it
+	ruleGroup  map[string]string   // rule name → group name
 	ruleStatus map[string]*monitorv1.RuleStatus
 	alerts     map[string]*monitorv1.Alert   // by id: active and resolved within AlertHistory
 	active     map[activeKey]string          // active alert id by rule and fingerprint
@@ -247,6 +248,7 @@ func (s *Service) Run(ctx context.Context) error {
 		s.goLoop(func() { s.hostMetricsLoop(ctx) })
 	}
 	s.goLoop(func() { s.housekeeping(ctx) })
+	s.goLoop(func() { s.repeatLoop(ctx) })
 	<-ctx.Done()
 	s.loops.Wait()
 	return nil
@@ -363,8 +365,8 @@ func (s *Service) checkReady() error {
 	return nil
 }
 
-// housekeeping prunes resolved alerts past AlertHistory and expired
-// silences.
+// housekeeping prunes resolved alerts and silences that ended more than
+// AlertHistory ago.
 func (s *Service) housekeeping(ctx context.Context) {
 	t := time.NewTicker(time.Minute)
 	defer t.Stop()
@@ -383,10 +385,22 @@ func (s *Service) housekeeping(ctx context.Context) {
 				drop = append(drop, id)
 			}
 		}
+		var dropSilences []string
+		for id, sl := range s.silences {
+			if sl.GetEndTime().AsTime().Before(horizon) {
+				delete(s.silences, id)
+				dropSilences = append(dropSilences, id)
+			}
+		}
 		s.mu.Unlock()
 		for _, id := range drop {
 			if err := s.alertsKV.delete(ctx, id); err != nil {
 				s.log.Warn("prune alert", "alert", id, "err", err)
+			}
+		}
+		for _, id := range dropSilences {
+			if err := s.silencesKV.delete(ctx, id); err != nil {
+				s.log.Warn("prune silence", "silence", id, "err", err)
 			}
 		}
 	}

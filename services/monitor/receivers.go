@@ -28,9 +28,78 @@ type receiver struct {
 	client *http.Client
 	cancel context.CancelFunc
 	done   chan struct{}
+	// sent is when each firing alert was last queued for this receiver.
+	sent map[string]time.Time
 }
 
 const receiverQueue = 1024
+
+// matches reports whether the receiver takes alerts with lbls.
+func (rc *receiver) matches(lbls map[string]string) bool {
+	for _, m := range rc.spec.GetMatchers() {
+		lm, err := toMatcher(m)
+		if err != nil || !lm.Matches(lbls[m.GetName()]) {
+			return false
+		}
+	}
+	return true
+}
+
+// repeatLoop resends still-firing, unacknowledged, unsilenced alerts to
+// each receiver every repeat_interval (default 4h).
+func (s *Service) repeatLoop(ctx context.Context) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		now := time.Now()
+		s.mu.Lock()
+		for _, rc := range s.receivers {
+			if rc.spec.GetDisabled() {
+				continue
+			}
+			every := 4 * time.Hour
+			if d := rc.spec.GetRepeatInterval(); d != nil {
+				every = d.AsDuration()
+			}
+			live := map[string]bool{}
+			for _, id := range s.active {
+				a := s.alerts[id]
+				if a.GetState() != monitorv1.AlertState_ALERT_STATE_FIRING || a.GetAcknowledgement() != nil ||
+					len(s.silencedByLocked(a.GetLabels(), now)) > 0 || !rc.matches(a.GetLabels()) {
+					continue
+				}
+				live[id] = true
+				last, ok := rc.sent[id]
+				if !ok {
+					last = a.GetFiredAt().AsTime()
+					if a.GetLastNotificationTime() != nil {
+						last = a.GetLastNotificationTime().AsTime()
+					}
+					rc.sent[id] = last
+				}
+				if now.Sub(last) < every {
+					continue
+				}
+				select {
+				case rc.queue <- s.payload(rc.spec, []*monitorv1.Alert{a}):
+					rc.sent[id] = now
+				default:
+				}
+			}
+			for id := range rc.sent {
+				if !live[id] {
+					delete(rc.sent, id)
+				}
+			}
+		}
+		s.mu.Unlock()
+	}
+}
 
 func validateReceiver(r *monitorv1.Receiver) error {
 	verr := validation.New("receiver")
@@ -69,7 +138,7 @@ func (s *Service) startReceiver(r *monitorv1.Receiver) {
 		client = &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}} //nolint:gosec // asked for by the receiver
 	}
 	ctx, cancel := context.WithCancel(s.runCtx)
-	rc := &receiver{spec: r, status: &monitorv1.ReceiverStatus{}, queue: make(chan *webhook.Payload, receiverQueue), client: client, cancel: cancel, done: make(chan struct{})}
+	rc := &receiver{spec: r, status: &monitorv1.ReceiverStatus{}, queue: make(chan *webhook.Payload, receiverQueue), client: client, cancel: cancel, done: make(chan struct{}), sent: map[string]time.Time{}}
 	s.mu.Lock()
 	old := s.receivers[r.GetName()]
 	s.receivers[r.GetName()] = rc
@@ -138,20 +207,17 @@ func (s *Service) notifyReceivers(a *monitorv1.Alert, tr transition) {
 		if rc.spec.GetDisabled() || (tr == transResolved && rc.spec.GetSkipResolved()) {
 			continue
 		}
-		match := true
-		for _, m := range rc.spec.GetMatchers() {
-			lm, err := toMatcher(m)
-			if err != nil || !lm.Matches(a.GetLabels()[m.GetName()]) {
-				match = false
-				break
-			}
-		}
-		if !match {
+		if !rc.matches(a.GetLabels()) {
 			continue
 		}
 		p := s.payload(rc.spec, []*monitorv1.Alert{a})
 		select {
 		case rc.queue <- p:
+			if tr == transFiring {
+				rc.sent[a.GetId()] = time.Now()
+			} else {
+				delete(rc.sent, a.GetId())
+			}
 		default:
 			rc.status.LastError = "queue full; notification dropped"
 		}

@@ -18,7 +18,8 @@ import (
 // StreamRunLogs streams a run's stored output, and with follow its new
 // lines until the run finishes.
 func (s *Service) StreamRunLogs(req *pb.StreamRunLogsRequest, srv grpc.ServerStreamingServer[pb.StreamRunLogsResponse]) error {
-	ctx := srv.Context()
+	ctx, cancel := s.streamContext(srv.Context())
+	defer cancel()
 	if req.GetId() == "" {
 		return fieldErr("id", "is required")
 	}
@@ -88,13 +89,18 @@ func (s *Service) StreamRunLogs(req *pb.StreamRunLogsRequest, srv grpc.ServerStr
 	if err != nil && !errors.Is(err, context.Canceled) {
 		return toStatus(err)
 	}
+	if ctx.Err() != nil && srv.Context().Err() == nil {
+		_ = flush()
+		return status.Error(codes.Unavailable, "pipeline-runner is stopping; resume with after_seq")
+	}
 	batch = append(batch, tail...)
 	return flush()
 }
 
 // WatchRun streams a run on every change until it finishes.
 func (s *Service) WatchRun(req *pb.WatchRunRequest, srv grpc.ServerStreamingServer[pb.WatchRunResponse]) error {
-	ctx := srv.Context()
+	ctx, cancel := s.streamContext(srv.Context())
+	defer cancel()
 	if req.GetId() == "" {
 		return fieldErr("id", "is required")
 	}
@@ -110,6 +116,9 @@ func (s *Service) WatchRun(req *pb.WatchRunRequest, srv grpc.ServerStreamingServ
 	for {
 		select {
 		case <-ctx.Done():
+			if srv.Context().Err() == nil {
+				return status.Error(codes.Unavailable, "pipeline-runner is stopping; watch again")
+			}
 			return status.FromContextError(ctx.Err()).Err()
 		case e, ok := <-w.Updates():
 			if !ok {

@@ -104,10 +104,18 @@ type Service struct {
 	runCtx    context.Context //nolint:containedctx // the Run context, parent of executions started by RPCs
 	active    map[string]*execution
 	executors map[string]executor.Executor
-	closers   []func() error
 	sched     sync.Mutex
 	wg        sync.WaitGroup
 	cron      *cronScheduler
+	evq       chan eventbus.Event
+	evMu      sync.RWMutex
+	evClosed  bool
+	drainOnce sync.Once
+	draining  chan struct{}
+
+	shipMu      sync.Mutex
+	shipOK      bool
+	shipChecked time.Time
 }
 
 type execution struct {
@@ -145,6 +153,7 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	s := &Service{
 		cfg: cfg, deps: deps, log: log, events: deps.Events,
 		readyCh: make(chan struct{}), active: map[string]*execution{},
+		evq: make(chan eventbus.Event, 4096), draining: make(chan struct{}),
 	}
 	s.metrics = newMetrics()
 	if deps.Registerer != nil {
@@ -160,6 +169,23 @@ func (s *Service) Register(r grpc.ServiceRegistrar) {
 	pb.RegisterPipelineRunnerServiceServer(r, s)
 }
 
+// Drain ends open WatchRun and StreamRunLogs streams so a graceful stop of
+// the server does not wait on them; runs go on until Run's context ends.
+func (s *Service) Drain() { s.drainOnce.Do(func() { close(s.draining) }) }
+
+// streamContext is ctx, also ended by Drain.
+func (s *Service) streamContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(ctx)
+	go func() {
+		select {
+		case <-s.draining:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	return ctx, cancel
+}
+
 // Ready is closed once the store is open and interrupted runs resumed.
 func (s *Service) Ready() <-chan struct{} { return s.readyCh }
 
@@ -168,6 +194,18 @@ func (s *Service) Ready() <-chan struct{} { return s.readyCh }
 // (their records stay as they are, for the next runner to resume) and
 // returns.
 func (s *Service) Run(ctx context.Context) error {
+	published := make(chan struct{})
+	go func() {
+		defer close(published)
+		s.publishEvents()
+	}()
+	defer func() {
+		s.evMu.Lock()
+		s.evClosed = true
+		close(s.evq)
+		s.evMu.Unlock()
+		<-published
+	}()
 	st, err := store.Open(ctx, s.deps.JetStream, s.cfg.StoreReplicas, s.cfg.LogMaxAge)
 	if err != nil {
 		return fmt.Errorf("pipelinerunner: %w", err)
@@ -242,13 +280,13 @@ func (s *Service) openExecutors(ctx context.Context) (map[string]executor.Execut
 }
 
 // killOrphan stops what an attempt interrupted by a runner crash left.
-func (s *Service) killOrphan(step *pb.RunStep) {
+func (s *Service) killOrphan(runID string, step *pb.RunStep) {
 	c := step.GetCommand()
 	if c == nil {
 		return
 	}
 	if pg := c.GetProcessGroup(); pg != "" {
-		if err := shell.KillGroup(pg); err != nil {
+		if err := shell.KillGroup(pg, "OPSUITE_RUN_ID="+runID); err != nil {
 			s.log.Warn("kill orphaned process group", "step", step.GetId(), "err", err)
 		}
 	}

@@ -86,7 +86,30 @@ func (s *Service) CreatePipeline(ctx context.Context, req *pb.CreatePipelineRequ
 		return nil, toStatus(err)
 	}
 	s.cron.reload()
-	return &pb.CreatePipelineResponse{Pipeline: s.withStatus(ctx, p)}, nil
+	return &pb.CreatePipelineResponse{Pipeline: s.withStatus(ctx, p), Warnings: s.secretWarnings(ctx, p)}, nil
+}
+
+// secretWarnings names the secrets a pipeline references that do not exist
+// (yet) or do not allow it.
+func (s *Service) secretWarnings(ctx context.Context, p *pb.Pipeline) []*pb.ValidationError {
+	names := p.GetSpec().GetSecrets()
+	if len(names) == 0 || s.store == nil {
+		return nil
+	}
+	have, err := s.secretValues(ctx, p.GetName(), names)
+	if err != nil {
+		return nil
+	}
+	var out []*pb.ValidationError
+	for _, n := range names {
+		if _, ok := have[n]; !ok {
+			out = append(out, &pb.ValidationError{
+				Key: "secrets", Severity: pb.ValidationSeverity_VALIDATION_SEVERITY_WARNING,
+				Message: fmt.Sprintf("secret %q does not exist or does not allow pipeline %s; steps using it will fail", n, p.GetName()),
+			})
+		}
+	}
+	return out
 }
 
 func etag(p *pb.Pipeline) string {
@@ -275,7 +298,7 @@ func (s *Service) UpdatePipeline(ctx context.Context, req *pb.UpdatePipelineRequ
 		return nil, toStatus(err)
 	}
 	s.cron.reload()
-	return &pb.UpdatePipelineResponse{Pipeline: s.withStatus(ctx, prepared)}, nil
+	return &pb.UpdatePipelineResponse{Pipeline: s.withStatus(ctx, prepared), Warnings: s.secretWarnings(ctx, prepared)}, nil
 }
 
 // DeletePipeline removes a pipeline with its runs, logs and artifacts.
@@ -339,4 +362,3 @@ func (s *Service) ValidatePipeline(_ context.Context, req *pb.ValidatePipelineRe
 	}
 	return &pb.ValidatePipelineResponse{Valid: true, Spec: specOf(p, p.Name)}, nil
 }
-

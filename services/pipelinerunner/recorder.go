@@ -18,11 +18,12 @@ import (
 // its KV entry with a revision check, every output line to the log stream,
 // and the run's events are published.
 type recorder struct {
-	s   *Service
-	mu  sync.Mutex
-	rev uint64
-	seq uint64
-	id  string
+	s    *Service
+	ship *shipper
+	mu   sync.Mutex
+	rev  uint64
+	seq  uint64
+	id   string
 }
 
 func (s *Service) newRecorder(ctx context.Context, id string, rev uint64) (*recorder, error) {
@@ -69,7 +70,13 @@ func (r *recorder) AppendLog(ctx context.Context, runID string, line *pb.LogLine
 	line.Seq = r.seq
 	end := line.GetStep() == "" && line.GetStream() == pb.LogStream_LOG_STREAM_SYSTEM && isRunEnd(line.GetText())
 	r.s.metrics.logLines.Inc()
-	return r.s.store.AppendLog(ctx, runID, line, end)
+	if err := r.s.store.AppendLog(ctx, runID, line, end); err != nil {
+		return err
+	}
+	if r.ship != nil {
+		r.ship.add(line)
+	}
+	return nil
 }
 
 func isRunEnd(text string) bool {
@@ -89,6 +96,9 @@ func (r *recorder) OnStepStarted(ctx context.Context, run *pb.Run, step *pb.RunS
 }
 
 func (r *recorder) OnStepFinished(ctx context.Context, run *pb.Run, step *pb.RunStep) {
+	if r.ship != nil {
+		r.ship.flush(step.GetId())
+	}
 	r.s.metrics.stepsFinished.WithLabelValues(stateLabel(step.GetState().String())).Inc()
 	r.s.publish(ctx, EventStepFinished, run.GetId()+"."+step.GetId()+".finished", run.GetId(), &eventsv1.PipelineStepFinished{
 		RunId: run.GetId(), Pipeline: run.GetPipeline(), RunNumber: run.GetNumber(), Step: step,
@@ -96,14 +106,34 @@ func (r *recorder) OnStepFinished(ctx context.Context, run *pb.Run, step *pb.Run
 }
 
 func (r *recorder) OnRunFinished(ctx context.Context, run *pb.Run) {
+	if r.ship != nil {
+		r.ship.flushAll()
+	}
 	r.s.metrics.runsFinished.WithLabelValues(stateLabel(run.GetState().String())).Inc()
 	r.s.publish(ctx, EventRunFinished, run.GetId()+".finished", run.GetId(), &eventsv1.PipelineRunFinished{Run: run})
 }
 
-func (s *Service) publish(ctx context.Context, typ, id, subject string, data proto.Message) {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-	defer cancel()
-	if _, err := s.events.Publish(ctx, eventbus.Event{Type: typ, ID: id, Subject: subject, Data: data}); err != nil {
-		s.log.Warn("publish event", "type", typ, "subject", subject, "err", err)
+// publish queues an event; one goroutine publishes them in order, so steps
+// never wait on the event stream. Ids are deterministic (run, step, what),
+// so an event published again after a restart is stored once.
+func (s *Service) publish(_ context.Context, typ, id, subject string, data proto.Message) {
+	s.evMu.RLock()
+	defer s.evMu.RUnlock()
+	if s.evClosed {
+		s.log.Warn("event after stop not published", "type", typ, "subject", subject)
+		return
+	}
+	// A copy: the caller may go on changing data while the event waits.
+	s.evq <- eventbus.Event{Type: typ, ID: id, Subject: subject, Data: proto.Clone(data)}
+}
+
+// publishEvents publishes queued events until the queue is closed.
+func (s *Service) publishEvents() {
+	for ev := range s.evq {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		if _, err := s.events.Publish(ctx, ev); err != nil {
+			s.log.Warn("publish event", "type", ev.Type, "subject", ev.Subject, "err", err)
+		}
+		cancel()
 	}
 }

@@ -83,6 +83,7 @@ func (s *Service) startExecution(ctx context.Context, run *pb.Run, rev uint64) e
 	if err != nil {
 		return err
 	}
+	rec.ship = newShipper(s, run)
 	s.mu.Lock()
 	if _, dup := s.active[run.GetId()]; dup {
 		s.mu.Unlock()
@@ -141,7 +142,24 @@ func (s *Service) failRun(ctx context.Context, id, msg string) {
 		s.log.Error("fail run", "run", id, "err", err)
 		return
 	}
+	s.endLog(ctx, run)
 	s.publish(ctx, EventRunFinished, id+".finished", id, &eventsv1.PipelineRunFinished{Run: run})
+}
+
+// endLog writes the last line of a run that ended without the engine, so
+// followers of its output stop.
+func (s *Service) endLog(ctx context.Context, run *pb.Run) {
+	seq, err := s.store.LastLogSeq(ctx, run.GetId())
+	if err != nil {
+		return
+	}
+	line := &pb.LogLine{
+		Seq: seq + 1, Stream: pb.LogStream_LOG_STREAM_SYSTEM, Time: timestamppb.Now(),
+		Text: runEndPrefix + stateLabel(run.GetState().String()) + ": " + run.GetMessage(),
+	}
+	if err := s.store.AppendLog(ctx, run.GetId(), line, true); err != nil {
+		s.log.Warn("end run output", "run", run.GetId(), "err", err)
+	}
 }
 
 // schedule starts queued runs of pipeline while its concurrency limit allows.
@@ -547,6 +565,7 @@ func (s *Service) cancel(ctx context.Context, id, reason string) (*pb.Run, error
 	if _, err := s.store.UpdateRun(ctx, run, v.Revision); err != nil {
 		return nil, toStatus(err)
 	}
+	s.endLog(ctx, run)
 	s.publish(ctx, EventRunFinished, id+".finished", id, &eventsv1.PipelineRunFinished{Run: run})
 	return run, nil
 }

@@ -17,7 +17,6 @@ func digestOf(src string) string {
 	return "sha256:" + hex.EncodeToString(h[:])
 }
 
-
 // specOf summarises a parsed file for the API.
 func specOf(p *pipelinefile.Pipeline, name string) *pb.PipelineSpec {
 	spec := &pb.PipelineSpec{

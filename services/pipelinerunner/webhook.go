@@ -190,10 +190,10 @@ func (s *Service) ReceiveWebhook(ctx context.Context, req *pb.ReceiveWebhookRequ
 	var reasons []string
 	for _, w := range hooks {
 		switch {
-		case w.Repository != "" && !strings.EqualFold(w.Repository, facts.repository):
-			reasons = append(reasons, fmt.Sprintf("repository %s does not match %s", facts.repository, w.Repository))
 		case !slices.Contains(w.Events, facts.event):
 			reasons = append(reasons, fmt.Sprintf("event %s ignored", facts.event))
+		case w.Repository != "" && !strings.EqualFold(w.Repository, facts.repository):
+			reasons = append(reasons, fmt.Sprintf("repository %s does not match %s", facts.repository, w.Repository))
 		case trig.GetTag() == "" && !pipelinefile.BranchMatches(w.Branches, trig.GetBranch()):
 			reasons = append(reasons, fmt.Sprintf("branch %s does not match %s", trig.GetBranch(), strings.Join(w.Branches, ", ")))
 		default:
@@ -206,6 +206,6 @@ func (s *Service) ReceiveWebhook(ctx context.Context, req *pb.ReceiveWebhookRequ
 			return resp, nil
 		}
 	}
-	resp.Message = strings.Join(reasons, "; ")
+	resp.Message = strings.Join(slices.Compact(reasons), "; ")
 	return resp, nil
 }

@@ -24,7 +24,7 @@ func ArtifactPath(root, run, step, rel string) string {
 // keepArtifacts copies the files matching the step's artifact paths out of
 // the workspace, one artifact per file (directories are walked).
 func (r *runner) keepArtifacts(runID string, in *pipelinefile.Instance) ([]*pb.Artifact, error) {
-	ws := filepath.Join(r.e.WorkspaceRoot, runID)
+	ws := r.e.workspace(runID)
 	seen := map[string]bool{}
 	var out []*pb.Artifact
 	var firstErr error

@@ -17,6 +17,7 @@ import (
 	"io"
 	"log/slog"
 	"maps"
+	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
@@ -30,8 +31,8 @@ import (
 )
 
 // Recorder keeps what the engine reports. SaveRun gets a copy of the run
-// after every change; its error stops the run (it can no longer be made
-// durable). The On* hooks publish events and may be no-ops.
+// after changes, in order, one call at a time per run; its error stops the
+// run. The On* hooks publish events and may be no-ops.
 type Recorder interface {
 	SaveRun(ctx context.Context, run *pb.Run, changedStep string) error
 	AppendLog(ctx context.Context, runID string, line *pb.LogLine) error
@@ -75,13 +76,16 @@ type Engine struct {
 	Secrets  SecretSource
 	// WorkspaceRoot holds one workspace directory per run.
 	WorkspaceRoot string
+	// Workspace, when set, chooses a run's workspace instead (local runs
+	// use the current directory).
+	Workspace func(runID string) string
 	// ArtifactRoot holds kept artifacts, <run>/<step>/<path>.
 	ArtifactRoot string
 	// Runner names this instance in attempts.
 	Runner string
 	// KillOrphan stops what an interrupted attempt left running (a process
 	// group or container) before the step is retried or failed.
-	KillOrphan func(step *pb.RunStep)
+	KillOrphan func(runID string, step *pb.RunStep)
 	Log        *slog.Logger
 	// sem bounds steps running at once across runs.
 	sem chan struct{}
@@ -139,8 +143,16 @@ func (e *Engine) Start(ctx context.Context, run *pb.Run, p *pipelinefile.Pipelin
 		defer close(x.done)
 		defer cancel()
 		x.err = r.execute(rctx)
+		r.saves.Wait()
 	}()
 	return x
+}
+
+func (e *Engine) workspace(runID string) string {
+	if e.Workspace != nil {
+		return e.Workspace(runID)
+	}
+	return filepath.Join(e.WorkspaceRoot, runID)
 }
 
 // ErrAbandoned: the runner stopped before the run finished.
@@ -155,16 +167,77 @@ type runner struct {
 	insts  map[string]*pipelinefile.Instance
 	// depSkipped marks steps skipped because a step they need failed.
 	depSkipped map[string]bool
+	conds      map[string]*pipelinefile.Condition
+	// version counts changes of the run (under x.mu); saved is the last
+	// version saved (under saveMu).
+	version uint64
+	saveMu  sync.Mutex
+	saved   uint64
+	saves   sync.WaitGroup
 }
 
 func now() *timestamppb.Timestamp { return timestamppb.Now() }
 
 // update changes the run under the lock and saves it.
+//
+// Saves are group-committed: while one save is in flight, later changes
+// wait for the next one, which carries them all; an update returns once a
+// save that includes its change succeeded.
 func (r *runner) update(ctx context.Context, changed string, f func(run *pb.Run)) error {
 	r.x.mu.Lock()
-	defer r.x.mu.Unlock()
 	f(r.x.run)
-	return r.rec.SaveRun(context.WithoutCancel(ctx), proto.CloneOf(r.x.run), changed)
+	r.version++
+	mine := r.version
+	r.x.mu.Unlock()
+
+	return r.save(ctx, mine, changed)
+}
+
+// updateAsync changes the run and saves it in the background: for changes
+// whose loss in a crash costs nothing (the step start, its process group);
+// the next synchronous update waits for it anyway.
+func (r *runner) updateAsync(ctx context.Context, changed string, f func(run *pb.Run)) {
+	r.x.mu.Lock()
+	f(r.x.run)
+	r.version++
+	mine := r.version
+	r.x.mu.Unlock()
+	r.saves.Add(1)
+	go func() {
+		defer r.saves.Done()
+		if err := r.save(ctx, mine, changed); err != nil {
+			r.e.Log.Error("save run", "run", r.x.run.GetId(), "err", err)
+		}
+	}()
+}
+
+// save writes the run unless a save since version mine already did.
+func (r *runner) save(ctx context.Context, mine uint64, changed string) error {
+	r.saveMu.Lock()
+	defer r.saveMu.Unlock()
+	if r.saved >= mine {
+		return nil
+	}
+	r.x.mu.Lock()
+	snap := proto.CloneOf(r.x.run)
+	ver := r.version
+	r.x.mu.Unlock()
+	if err := r.rec.SaveRun(context.WithoutCancel(ctx), snap, changed); err != nil {
+		return err
+	}
+	r.saved = ver
+	return nil
+}
+
+// header is the run without its steps, for step events.
+func (r *runner) header() *pb.Run {
+	r.x.mu.Lock()
+	defer r.x.mu.Unlock()
+	steps := r.x.run.Steps
+	r.x.run.Steps = nil
+	h := proto.CloneOf(r.x.run)
+	r.x.run.Steps = steps
+	return h
 }
 
 func (r *runner) snapshot() *pb.Run {
@@ -203,6 +276,7 @@ func (r *runner) execute(ctx context.Context) error {
 		r.insts[in.ID] = in
 	}
 	r.depSkipped = map[string]bool{}
+	r.conds = map[string]*pipelinefile.Condition{}
 	resumed := false
 	// Bring the record to a consistent start: steps an earlier runner left
 	// running are interrupted attempts.
@@ -243,7 +317,7 @@ func (r *runner) execute(ctx context.Context) error {
 	}
 	for _, id := range interrupted {
 		if r.e.KillOrphan != nil {
-			r.e.KillOrphan(stepByID(r.snapshot(), id))
+			r.e.KillOrphan(r.x.run.GetId(), r.step(id))
 		}
 		r.system(ctx, id, 0, "runner restarted while the step was running")
 	}
@@ -274,26 +348,37 @@ func (r *runner) execute(ctx context.Context) error {
 		}
 		stopping := ctx.Err() != nil
 		// Decide every pending step whose needs are final.
+		type verdict struct {
+			id     string
+			state  pb.StepState
+			reason string
+		}
 		var start []string
-		decided := 0
-		run := r.snapshot()
-		for _, s := range run.GetSteps() {
+		var verdicts []verdict
+		r.x.mu.Lock()
+		for _, s := range r.x.run.GetSteps() {
 			if s.GetState() != pb.StepState_STEP_STATE_PENDING || running[s.GetId()] {
 				continue
 			}
 			if stopping {
-				r.finishPending(ctx, s.GetId(), pb.StepState_STEP_STATE_CANCELLED, r.stopReason(ctx))
-				decided++
+				verdicts = append(verdicts, verdict{s.GetId(), pb.StepState_STEP_STATE_CANCELLED, ""})
 				continue
 			}
-			ready, skip, reason := r.decide(run, s)
+			ready, skip, reason := r.decide(r.x.run, s)
 			switch {
 			case skip:
-				r.finishPending(ctx, s.GetId(), pb.StepState_STEP_STATE_SKIPPED, reason)
-				decided++
+				verdicts = append(verdicts, verdict{s.GetId(), pb.StepState_STEP_STATE_SKIPPED, reason})
 			case ready:
 				start = append(start, s.GetId())
 			}
+		}
+		r.x.mu.Unlock()
+		decided := len(verdicts)
+		for _, v := range verdicts {
+			if v.state == pb.StepState_STEP_STATE_CANCELLED {
+				v.reason = r.stopReason(ctx)
+			}
+			r.finishPending(ctx, v.id, v.state, v.reason)
 		}
 		for _, id := range start {
 			running[id] = true
@@ -383,7 +468,7 @@ func (r *runner) decide(run *pb.Run, s *pb.RunStep) (ready, skip bool, reason st
 		return false, true, fmt.Sprintf("skipped: needs %s, which did not succeed", failedNeed)
 	}
 	if in.Step.When != "" {
-		cond, _, err := pipelinefile.CompileCondition(in.Step.When)
+		cond, err := r.condition(in.Step.When)
 		if err != nil {
 			return false, true, fmt.Sprintf("skipped: condition `%s`: %v", in.Step.When, err)
 		}
@@ -396,6 +481,19 @@ func (r *runner) decide(run *pb.Run, s *pb.RunStep) (ready, skip bool, reason st
 		}
 	}
 	return true, false, ""
+}
+
+// condition compiles a `when` expression once per run.
+func (r *runner) condition(expr string) (*pipelinefile.Condition, error) {
+	if c, ok := r.conds[expr]; ok {
+		return c, nil
+	}
+	c, _, err := pipelinefile.CompileCondition(expr)
+	if err != nil {
+		return nil, err
+	}
+	r.conds[expr] = c
+	return c, nil
 }
 
 func (r *runner) facts(run *pb.Run, in *pipelinefile.Instance) pipelinefile.Facts {
@@ -428,7 +526,7 @@ func (r *runner) finishPending(ctx context.Context, id string, state pb.StepStat
 		s.EndTime = now()
 		snap = proto.CloneOf(s)
 	})
-	r.rec.OnStepFinished(ctx, r.snapshot(), snap)
+	r.rec.OnStepFinished(ctx, r.header(), snap)
 }
 
 func (r *runner) finishRun(ctx context.Context) {

@@ -26,7 +26,7 @@ type Memory struct {
 func (m *Memory) SaveRun(_ context.Context, run *pb.Run, _ string) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.run = proto.CloneOf(run)
+	m.run = run
 	m.saves++
 	return nil
 }

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -50,6 +49,13 @@ func ShouldRetry(p pipelinefile.Retry, o Outcome) bool {
 	return slices.Contains(p.When, resultName(o.Result))
 }
 
+// step returns a copy of one step.
+func (r *runner) step(id string) *pb.RunStep {
+	r.x.mu.Lock()
+	defer r.x.mu.Unlock()
+	return proto.CloneOf(stepByID(r.x.run, id))
+}
+
 func (r *runner) cancelled() bool {
 	r.x.mu.Lock()
 	defer r.x.mu.Unlock()
@@ -70,7 +76,7 @@ func (r *runner) runStep(ctx context.Context, id string, resumed bool) {
 		return
 	}
 	for {
-		step := stepByID(r.snapshot(), id)
+		step := r.step(id)
 		done := len(step.GetAttempts())
 		if resumed {
 			resumed = false
@@ -94,7 +100,7 @@ func (r *runner) runStep(ctx context.Context, id string, resumed bool) {
 			return
 		}
 		var started *pb.RunStep
-		err := r.update(ctx, id, func(run *pb.Run) {
+		r.updateAsync(ctx, id, func(run *pb.Run) {
 			s := stepByID(run, id)
 			s.State = pb.StepState_STEP_STATE_RUNNING
 			s.Message = ""
@@ -108,45 +114,42 @@ func (r *runner) runStep(ctx context.Context, id string, resumed bool) {
 			}
 			started = proto.CloneOf(s)
 		})
-		if err != nil {
-			r.e.Log.Error("save step start", "run", r.x.run.GetId(), "step", id, "err", err)
-			return
-		}
 		if n == 1 {
-			r.rec.OnStepStarted(ctx, r.snapshot(), started)
+			r.rec.OnStepStarted(ctx, r.header(), started)
 		}
 		out := r.attempt(ctx, in, n)
 		if r.parent.Err() != nil {
 			return // abandoned: the record stays running for the next runner
 		}
-		_ = r.update(ctx, id, func(run *pb.Run) {
-			s := stepByID(run, id)
+		endAttempt := func(s *pb.RunStep) {
 			a := s.Attempts[len(s.Attempts)-1]
 			a.Result, a.ExitCode, a.Message, a.EndTime = out.Result, out.ExitCode, out.Message, now()
-		})
+		}
+		retry := int(n) < policy.MaxAttempts && ShouldRetry(policy, out) && ctx.Err() == nil
 		switch {
 		case out.Result == pb.AttemptResult_ATTEMPT_RESULT_SUCCESS:
-			r.finishStep(ctx, id, pb.StepState_STEP_STATE_SUCCESS, "")
+			r.finishStep(ctx, id, pb.StepState_STEP_STATE_SUCCESS, "", endAttempt)
 			return
 		case out.Result == pb.AttemptResult_ATTEMPT_RESULT_CANCELLED:
-			r.finishStep(ctx, id, pb.StepState_STEP_STATE_CANCELLED, r.stopReason(ctx))
+			r.finishStep(ctx, id, pb.StepState_STEP_STATE_CANCELLED, r.stopReason(ctx), endAttempt)
 			return
-		case int(n) < policy.MaxAttempts && ShouldRetry(policy, out) && ctx.Err() == nil:
-			wait := policy.Backoff(int(n))
-			next := time.Now().Add(wait)
-			_ = r.update(ctx, id, func(run *pb.Run) {
-				stepByID(run, id).NextAttemptTime = timestamppb.New(next)
-			})
-			r.system(ctx, id, n, fmt.Sprintf("retrying in %s (%s; attempt %d of %d)", wait, out.Message, n+1, policy.MaxAttempts))
-			t := time.NewTimer(wait)
-			select {
-			case <-t.C:
-			case <-ctx.Done():
-				t.Stop()
-			}
-		default:
-			r.finishStep(ctx, id, pb.StepState_STEP_STATE_FAILED, failMessage(policy, out, int(n)))
+		case !retry:
+			r.finishStep(ctx, id, pb.StepState_STEP_STATE_FAILED, failMessage(policy, out, int(n)), endAttempt)
 			return
+		}
+		wait := policy.Backoff(int(n))
+		next := time.Now().Add(wait)
+		_ = r.update(ctx, id, func(run *pb.Run) {
+			s := stepByID(run, id)
+			endAttempt(s)
+			s.NextAttemptTime = timestamppb.New(next)
+		})
+		r.system(ctx, id, n, fmt.Sprintf("retrying in %s (%s; attempt %d of %d)", wait, out.Message, n+1, policy.MaxAttempts))
+		t := time.NewTimer(wait)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
 		}
 	}
 }
@@ -169,17 +172,20 @@ func executorEnum(e string) pb.Executor {
 	return pb.Executor_EXECUTOR_SHELL
 }
 
-func (r *runner) finishStep(ctx context.Context, id string, state pb.StepState, msg string) {
+func (r *runner) finishStep(ctx context.Context, id string, state pb.StepState, msg string, also ...func(*pb.RunStep)) {
 	var snap *pb.RunStep
 	_ = r.update(ctx, id, func(run *pb.Run) {
 		s := stepByID(run, id)
+		for _, f := range also {
+			f(s)
+		}
 		s.State = state
 		s.Message = msg
 		s.EndTime = now()
 		s.NextAttemptTime = nil
 		snap = proto.CloneOf(s)
 	})
-	r.rec.OnStepFinished(ctx, r.snapshot(), snap)
+	r.rec.OnStepFinished(ctx, r.header(), snap)
 }
 
 // logWriter turns one output stream of an attempt into masked log lines.
@@ -209,7 +215,7 @@ func (w *logWriter) Close() error {
 
 // attempt runs one attempt of a step and says how it ended.
 func (r *runner) attempt(ctx context.Context, in *pipelinefile.Instance, n uint32) Outcome {
-	run := r.snapshot()
+	run := r.header()
 	st := in.Step
 	names := r.p.SecretNames()
 	var secrets map[string]string
@@ -247,7 +253,7 @@ func (r *runner) attempt(ctx context.Context, in *pipelinefile.Instance, n uint3
 			break
 		}
 		out = h.RunStep(actx, StepInput{
-			Run: run, Instance: in, Secrets: secrets, Log: stdout,
+			Run: r.snapshot(), Instance: in, Secrets: secrets, Log: stdout,
 			Update: func(f func(*pb.RunStep)) {
 				_ = r.update(ctx, in.ID, func(run *pb.Run) { f(stepByID(run, in.ID)) })
 			},
@@ -288,7 +294,7 @@ func (r *runner) command(ctx context.Context, run *pb.Run, in *pipelinefile.Inst
 	if ex == nil {
 		return Outcome{Result: pb.AttemptResult_ATTEMPT_RESULT_INFRA_ERROR, Message: fmt.Sprintf("executor %s is not available on this runner", st.Executor)}
 	}
-	ws := filepath.Join(r.e.WorkspaceRoot, run.GetId())
+	ws := r.e.workspace(run.GetId())
 	if err := os.MkdirAll(ws, 0o755); err != nil {
 		return Outcome{Result: pb.AttemptResult_ATTEMPT_RESULT_INFRA_ERROR, Message: "workspace: " + err.Error()}
 	}
@@ -301,7 +307,7 @@ func (r *runner) command(ctx context.Context, run *pb.Run, in *pipelinefile.Inst
 		Labels: map[string]string{"opsuite.pipelinerunner.run": run.GetId(), "opsuite.pipelinerunner.step": in.ID},
 		Stdout: stdout, Stderr: stderr,
 		Started: func(id string) {
-			_ = r.update(ctx, in.ID, func(run *pb.Run) {
+			r.updateAsync(ctx, in.ID, func(run *pb.Run) {
 				if c := stepByID(run, in.ID).GetCommand(); c != nil {
 					if st.Executor == pipelinefile.ExecutorDocker {
 						c.ContainerId = id

@@ -58,27 +58,36 @@ func (m *Masker) String(s string) string {
 	return string(out)
 }
 
-// scan appends p to out with secrets replaced. Unless final, it stops at the
-// first position whose remainder is a proper prefix of a secret and returns
-// that remainder to be held back.
+// scan appends p to out with secrets replaced. A secret also matches when
+// line breaks were printed inside it (the replacement keeps those line
+// breaks, so lines stay lines). Unless final, it stops at the first
+// position whose remainder could be the start of a secret and returns that
+// remainder to be held back.
 func (m *Masker) scan(out, p []byte, final bool) ([]byte, []byte) {
 	i, start := 0, 0
 	for i < len(p) {
-		matched := false
+		matched, prefix := false, false
 		for _, s := range m.secrets {
-			if bytes.HasPrefix(p[i:], s) {
+			end, breaks, state := matchAt(p, i, s)
+			if state == full {
 				out = append(out, p[start:i]...)
 				out = append(out, Replacement...)
-				i += len(s)
+				for range breaks {
+					out = append(out, '\n')
+				}
+				i = end
 				start = i
 				matched = true
 				break
+			}
+			if state == partial {
+				prefix = true
 			}
 		}
 		if matched {
 			continue
 		}
-		if !final && m.isPrefix(p[i:]) {
+		if !final && prefix {
 			out = append(out, p[start:i]...)
 			return out, p[i:]
 		}
@@ -87,14 +96,36 @@ func (m *Masker) scan(out, p []byte, final bool) ([]byte, []byte) {
 	return append(out, p[start:]...), nil
 }
 
-// isPrefix reports whether rest is a proper prefix of some secret.
-func (m *Masker) isPrefix(rest []byte) bool {
-	for _, s := range m.secrets {
-		if len(rest) < len(s) && bytes.HasPrefix(s, rest) {
-			return true
+type matchState int
+
+const (
+	none    matchState = iota
+	full               // the secret ends at end
+	partial            // p ends inside what could still become the secret
+)
+
+// matchAt matches secret s at p[i:], skipping line breaks that are not
+// part of s after its first byte; breaks counts the skipped '\n'.
+func matchAt(p []byte, i int, s []byte) (end, breaks int, state matchState) {
+	j, k := i, 0
+	for k < len(s) && j < len(p) {
+		switch {
+		case p[j] == s[k]:
+			j++
+			k++
+		case k > 0 && (p[j] == '\n' || p[j] == '\r'):
+			if p[j] == '\n' {
+				breaks++
+			}
+			j++
+		default:
+			return 0, 0, none
 		}
 	}
-	return false
+	if k == len(s) {
+		return j, breaks, full
+	}
+	return 0, 0, partial
 }
 
 // Stream masks a byte stream written in arbitrary pieces and passes the

@@ -100,3 +100,26 @@ func FuzzStream(f *testing.F) {
 		}
 	})
 }
+
+func TestAcrossLineBreaks(t *testing.T) {
+	m := mask.New("tok-9f8e7d6c5b4a")
+	in := "a tok-9f\n8e7d6c\r\n5b4a b\nnext\n"
+	want := "a ********\n\n b\nnext\n"
+	if got := m.String(in); got != want {
+		t.Fatalf("String = %q, want %q", got, want)
+	}
+	for cut := 0; cut <= len(in); cut++ {
+		var out bytes.Buffer
+		s := m.Stream(func(b []byte) { out.Write(b) })
+		_, _ = s.Write([]byte(in[:cut]))
+		_, _ = s.Write([]byte(in[cut:]))
+		_ = s.Close()
+		if out.String() != want {
+			t.Fatalf("cut %d: %q", cut, out.String())
+		}
+	}
+	// A line that merely starts like the secret is not swallowed.
+	if got := m.String("tok-9\nfoo\n"); got != "tok-9\nfoo\n" {
+		t.Fatalf("got %q", got)
+	}
+}

@@ -365,6 +365,7 @@ func (d *decoder) deploy(key string, n *yaml.Node) *Deploy {
 		field{"application", d.str(&dp.Application)},
 		field{"environment", d.str(&dp.Environment)},
 		field{"image", d.str(&dp.Image)},
+		field{"env", d.strMap(&dp.Env)},
 		field{"wait", d.duration(&dp.Wait)},
 	)
 	if dp.Application == "" {

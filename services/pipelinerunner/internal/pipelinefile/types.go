@@ -161,7 +161,9 @@ type Deploy struct {
 	Application string
 	Environment string
 	Image       string
-	Wait        time.Duration
+	// Env overrides environment variables of the application's spec.
+	Env  map[string]string
+	Wait time.Duration
 }
 
 // Gate is a gate step: wait until a target is healthy or no alert fires.

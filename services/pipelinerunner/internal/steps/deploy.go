@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 
 	deployerv1 "github.com/opsuite/opsuite/gen/opsuite/deployer/v1"
@@ -63,7 +64,7 @@ func (d *Deploy) RunStep(ctx context.Context, in engine.StepInput) engine.Outcom
 		Reason:    fmt.Sprintf("pipeline %s run %d step %s", run.GetPipeline(), run.GetNumber(), in.Instance.ID),
 		RequestId: fmt.Sprintf("%s/%s/%d", run.GetId(), in.Instance.ID, attempt),
 	}
-	if dp.Image != "" {
+	if dp.Image != "" || len(dp.Env) > 0 {
 		app, err := d.Client.GetApplication(ctx, &deployerv1.GetApplicationRequest{Name: dp.Application})
 		if err != nil {
 			return rpcOutcome("read application "+dp.Application, err)
@@ -72,7 +73,17 @@ func (d *Deploy) RunStep(ctx context.Context, in engine.StepInput) engine.Outcom
 		if spec == nil {
 			return failed("application %s has no spec", dp.Application)
 		}
-		spec.Workload = &deployerv1.ApplicationSpec_Image{Image: dp.Image}
+		if dp.Image != "" {
+			spec.Workload = &deployerv1.ApplicationSpec_Image{Image: dp.Image}
+		}
+		for _, k := range sortedKeys(dp.Env) {
+			i := slices.IndexFunc(spec.Env, func(e *deployerv1.EnvVar) bool { return e.GetName() == k })
+			if i >= 0 {
+				spec.Env[i].Value = dp.Env[k]
+			} else {
+				spec.Env = append(spec.Env, &deployerv1.EnvVar{Name: k, Value: dp.Env[k]})
+			}
+		}
 		req.Source = &deployerv1.DeployRequest_Spec{Spec: spec}
 	}
 	res, err := d.Client.Deploy(ctx, req)

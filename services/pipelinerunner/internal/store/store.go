@@ -448,38 +448,45 @@ func (s *Store) ReadLogs(ctx context.Context, runID string, follow bool, skip ui
 	if !follow && info.NumPending == 0 {
 		return nil
 	}
+	it, err := cons.Messages()
+	if err != nil {
+		return fmt.Errorf("read output of %s: %w", runID, err)
+	}
+	stopped := make(chan struct{})
+	defer close(stopped)
+	go func() {
+		select {
+		case <-ctx.Done():
+		case <-stopped:
+		}
+		it.Stop()
+	}()
 	var n uint64
 	for {
-		wait := time.Second
-		batch, err := cons.Fetch(100, jetstream.FetchMaxWait(wait))
+		m, err := it.Next()
 		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
 			return fmt.Errorf("read output of %s: %w", runID, err)
 		}
-		for m := range batch.Messages() {
-			n++
-			md, _ := m.Metadata()
-			end := m.Headers().Get(HeaderRunEnd) == "true"
-			if n > skip {
-				var l pb.LogLine
-				if err := proto.Unmarshal(m.Data(), &l); err != nil {
-					return fmt.Errorf("decode output of %s: %w", runID, err)
-				}
-				if err := fn(&l); err != nil {
-					return err
-				}
+		n++
+		md, _ := m.Metadata()
+		end := m.Headers().Get(HeaderRunEnd) == "true"
+		if n > skip {
+			var l pb.LogLine
+			if err := proto.Unmarshal(m.Data(), &l); err != nil {
+				return fmt.Errorf("decode output of %s: %w", runID, err)
 			}
-			if end && follow {
-				return nil
-			}
-			if !follow && md != nil && md.NumPending == 0 {
-				return nil
+			if err := fn(&l); err != nil {
+				return err
 			}
 		}
-		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) && !errors.Is(err, context.DeadlineExceeded) {
-			return fmt.Errorf("read output of %s: %w", runID, err)
+		if end && follow {
+			return nil
 		}
-		if ctx.Err() != nil {
-			return ctx.Err()
+		if !follow && md != nil && md.NumPending == 0 {
+			return nil
 		}
 	}
 }

@@ -5,6 +5,7 @@
 package shell
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -13,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -131,16 +133,56 @@ func (e *Executor) Run(ctx context.Context, spec executor.Spec) (executor.Result
 }
 
 // KillGroup kills a process group left by a runner that died; id is what
-// Spec.Started received.
-func KillGroup(id string) error {
+// Spec.Started received. Only a group one of whose processes has marker
+// (e.g. "OPSUITE_RUN_ID=<run>") in its environment is killed, so a process
+// group id reused by an unrelated program is left alone.
+func KillGroup(id, marker string) error {
 	pgid, err := strconv.Atoi(id)
 	if err != nil || pgid <= 1 {
 		return fmt.Errorf("bad process group %q", id)
+	}
+	if !groupHasMarker(pgid, marker) {
+		return nil
 	}
 	if err := syscall.Kill(-pgid, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
 		return fmt.Errorf("kill process group %d: %w", pgid, err)
 	}
 	return nil
+}
+
+// groupHasMarker reports whether a live process of group pgid carries
+// marker in its environment.
+func groupHasMarker(pgid int, marker string) bool {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return false
+	}
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		stat, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		// Fields after the command name: state ppid pgrp ...
+		i := bytes.LastIndexByte(stat, ')')
+		f := strings.Fields(string(stat[i+1:]))
+		if len(f) < 3 || f[2] != strconv.Itoa(pgid) {
+			continue
+		}
+		env, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "environ"))
+		if err != nil {
+			continue
+		}
+		for _, kv := range bytes.Split(env, []byte{0}) {
+			if string(kv) == marker {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func exitCode(err error) int {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -133,5 +134,37 @@ func TestBackgroundChildDoesNotHoldRun(t *testing.T) {
 	time.Sleep(100 * time.Millisecond)
 	if alive(p) {
 		t.Fatalf("background child %d survived", p)
+	}
+}
+
+// TestKillGroupChecksMarker: a crashed runner's group is killed only when
+// its processes carry the run's marker.
+func TestKillGroupChecksMarker(t *testing.T) {
+	start := func(env string) *exec.Cmd {
+		cmd := exec.Command("sleep", "300")
+		cmd.Env = append(os.Environ(), env)
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+		return cmd
+	}
+	other := start("OPSUITE_RUN_ID=other-1")
+	mine := start("OPSUITE_RUN_ID=mine-1")
+	for _, c := range []*exec.Cmd{other, mine} {
+		if err := shell.KillGroup(strconv.Itoa(c.Process.Pid), "OPSUITE_RUN_ID=mine-1"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	done := make(chan error, 1)
+	go func() { done <- mine.Wait() }()
+	select {
+	case <-done:
+	case <-time.After(3 * time.Second):
+		t.Fatal("marked group not killed")
+	}
+	if !alive(other.Process.Pid) {
+		t.Fatal("unmarked group killed")
 	}
 }
