@@ -52,7 +52,7 @@ bench: ## run the benchmarks and print their table (see docs/benchmarks.md)
 	scripts/bench.sh
 
 up: build ## run the whole suite on the embedded defaults
-	bin/opsuite up
+	bin/opsuite up --demo
 
 image: ## build the opsuite:dev image from a static host build (no registry needed)
 	CGO_ENABLED=0 GOOS=linux GOARCH=amd64 $(GO) build -trimpath -ldflags "-s -w -X main.version=$(VERSION)" -o bin/opsuite-linux-amd64 ./cmd/opsuite

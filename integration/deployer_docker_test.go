@@ -25,7 +25,7 @@ func dockerImage(t *testing.T) string {
 		t.Skipf("no Docker daemon answers: %v", err)
 	}
 	dir := t.TempDir()
-	build := exec.Command("go", "build", "-o", filepath.Join(dir, "demoapp"), "../services/deployer/internal/demoapp/cmd/demoapp")
+	build := exec.Command("go", "build", "-o", filepath.Join(dir, "demoapp"), "../examples/demoapp")
 	build.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("build static demoapp: %v: %s", err, out)

@@ -40,7 +40,7 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	demoBin = filepath.Join(dir, "demoapp")
-	build = exec.Command("go", "build", "-o", demoBin, "../services/deployer/internal/demoapp/cmd/demoapp")
+	build = exec.Command("go", "build", "-o", demoBin, "../examples/demoapp")
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "build demoapp:", err)
@@ -99,8 +99,16 @@ const adminToken = "ops_integration-test-admin-token"
 // startOpsuite runs the binary with args and waits until /readyz says ready.
 func startOpsuite(t testing.TB, httpAddr string, args ...string) *proc {
 	t.Helper()
+	return startOpsuiteIn(t, "", httpAddr, args...)
+}
+
+// startOpsuiteIn is startOpsuite with the process's working directory set
+// to dir ("" is the test's own).
+func startOpsuiteIn(t testing.TB, dir, httpAddr string, args ...string) *proc {
+	t.Helper()
 	p := &proc{t: t, stdout: &syncBuffer{}, stderr: &syncBuffer{}, httpAddr: httpAddr, done: make(chan struct{})}
 	p.cmd = exec.Command(opsuiteBin, append(args, "--http-addr", httpAddr)...)
+	p.cmd.Dir = dir
 	p.cmd.Stdout, p.cmd.Stderr = p.stdout, p.stderr
 	p.cmd.Env = append(os.Environ(), "OPSUITE_LOG_LEVEL=debug", "OPSUITE_ADMIN_TOKEN="+adminToken, "OPSUITE_SERVICE_TOKEN="+adminToken)
 	if err := p.cmd.Start(); err != nil {

@@ -26,6 +26,7 @@ import (
 	lav1 "github.com/opsuite/opsuite/gen/opsuite/logaggregator/v1"
 	monitorv1 "github.com/opsuite/opsuite/gen/opsuite/monitor/v1"
 	prv1 "github.com/opsuite/opsuite/gen/opsuite/pipelinerunner/v1"
+	"github.com/opsuite/opsuite/internal/demo"
 	"github.com/opsuite/opsuite/pkg/auth"
 	"github.com/opsuite/opsuite/pkg/eventbus"
 	"github.com/opsuite/opsuite/pkg/grpcserver"
@@ -115,6 +116,9 @@ type Config struct {
 	ShutdownTimeout time.Duration
 	// OTLPEndpoint exports traces over OTLP/gRPC when set.
 	OTLPEndpoint string
+	// Demo runs the bundled example end to end once the suite is ready
+	// (needs every component in this process and the repository).
+	Demo bool
 	// Version is reported by the API.
 	Version string
 }
@@ -178,6 +182,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Auth == "on" && c.has(TargetGateway) && !c.hasService() && c.NATSURL == "" {
 		return errors.New("the gateway alone needs --nats-url to check tokens (or --auth=off)")
+	}
+	if c.Demo && len(c.Targets) != len(AllTargets) {
+		return errors.New("the demo needs every component in this process (opsuite up)")
 	}
 	if c.NATSListen != "" {
 		if _, _, err := net.SplitHostPort(c.NATSListen); err != nil {
@@ -534,6 +541,9 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, out io.Writer) error
 				}
 			}
 			gs.SetServing("", true)
+			if cfg.Demo {
+				runDemo(gctx, cfg, inprocSvcConn, log, out)
+			}
 			return nil
 		})
 	}
@@ -631,6 +641,25 @@ func stopGRPC(s *grpc.Server, grace time.Duration) {
 	case <-time.After(grace):
 		s.Stop()
 		<-done
+	}
+}
+
+// runDemo runs the bundled example; a failure is reported and the suite
+// keeps running, so the dashboard stays up to look at what happened.
+func runDemo(ctx context.Context, cfg Config, conn *grpc.ClientConn, log *slog.Logger, out io.Writer) {
+	opts := demo.Options{
+		Out:       filepath.Join(dataDirOf(cfg), "demo"),
+		Docker:    cfg.Docker == "on" || (cfg.Docker == "auto" && demo.DockerAnswers(ctx)),
+		Dashboard: "http://" + cfg.HTTPAddr + "/ui/",
+	}
+	err := demo.Run(ctx, demo.Clients{
+		Deployer:       deployerv1.NewDeployerServiceClient(conn),
+		PipelineRunner: prv1.NewPipelineRunnerServiceClient(conn),
+		Report:         gatewayv1.NewReportServiceClient(conn),
+	}, opts, out)
+	if err != nil && ctx.Err() == nil {
+		log.Error("demo failed; the suite keeps running", "err", err)
+		fmt.Fprintf(out, "== demo failed: %v\n", err)
 	}
 }
 

@@ -26,7 +26,7 @@ import (
 func demoBinary(t *testing.T) string {
 	t.Helper()
 	bin := filepath.Join(t.TempDir(), "demoapp")
-	out, err := exec.Command("go", "build", "-o", bin, "github.com/opsuite/opsuite/services/deployer/internal/demoapp/cmd/demoapp").CombinedOutput()
+	out, err := exec.Command("go", "build", "-o", bin, "github.com/opsuite/opsuite/examples/demoapp").CombinedOutput()
 	if err != nil {
 		t.Fatalf("build demoapp: %v\n%s", err, out)
 	}

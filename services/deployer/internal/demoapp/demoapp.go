@@ -1,5 +1,5 @@
 // Package demoapp builds the demo workload the deployer's tests deploy
-// (cmd/demoapp: answers its VERSION, can be unhealthy or fail on request),
+// (examples/demoapp: answers its VERSION, can be unhealthy or fail on request),
 // as a local binary or as a FROM scratch image, since no registry is
 // reachable where the tests run.
 package demoapp
@@ -18,7 +18,7 @@ import (
 	"github.com/opsuite/opsuite/services/deployer/internal/driver/docker"
 )
 
-const pkg = "github.com/opsuite/opsuite/services/deployer/internal/demoapp/cmd/demoapp"
+const pkg = "github.com/opsuite/opsuite/examples/demoapp"
 
 // Build compiles the demo program into dir and returns its path. A static
 // build (no cgo) runs in a FROM scratch image.

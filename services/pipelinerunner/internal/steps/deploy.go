@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"slices"
 	"strings"
 
@@ -73,15 +74,25 @@ func (d *Deploy) RunStep(ctx context.Context, in engine.StepInput) engine.Outcom
 		if spec == nil {
 			return failed("application %s has no spec", dp.Application)
 		}
+		// ${NAME} in the image and env values is the run's variable NAME.
+		expand := func(s string) string {
+			return os.Expand(s, func(name string) string {
+				if v, ok := run.GetVariables()[name]; ok {
+					return v
+				}
+				return "${" + name + "}"
+			})
+		}
 		if dp.Image != "" {
-			spec.Workload = &deployerv1.ApplicationSpec_Image{Image: dp.Image}
+			spec.Workload = &deployerv1.ApplicationSpec_Image{Image: expand(dp.Image)}
 		}
 		for _, k := range sortedKeys(dp.Env) {
+			v := expand(dp.Env[k])
 			i := slices.IndexFunc(spec.Env, func(e *deployerv1.EnvVar) bool { return e.GetName() == k })
 			if i >= 0 {
-				spec.Env[i].Value = dp.Env[k]
+				spec.Env[i].Value = v
 			} else {
-				spec.Env = append(spec.Env, &deployerv1.EnvVar{Name: k, Value: dp.Env[k]})
+				spec.Env = append(spec.Env, &deployerv1.EnvVar{Name: k, Value: v})
 			}
 		}
 		req.Source = &deployerv1.DeployRequest_Spec{Spec: spec}

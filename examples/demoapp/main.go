@@ -14,23 +14,30 @@ import (
 	"time"
 )
 
-func main() {
-	version := os.Getenv("VERSION")
+// handler answers / with the version and /healthz with ok, or fails them
+// on purpose when told to.
+func handler(version string, unhealthy, fail bool) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
-		if os.Getenv("UNHEALTHY") == "1" {
+		if unhealthy {
 			http.Error(w, "unhealthy on purpose", http.StatusServiceUnavailable)
 			return
 		}
 		fmt.Fprintln(w, "ok")
 	})
 	mux.HandleFunc("/", func(w http.ResponseWriter, _ *http.Request) {
-		if os.Getenv("FAIL") == "1" {
+		if fail {
 			http.Error(w, "failing on purpose", http.StatusInternalServerError)
 			return
 		}
 		fmt.Fprint(w, version)
 	})
+	return mux
+}
+
+func main() {
+	version := os.Getenv("VERSION")
+	mux := handler(version, os.Getenv("UNHEALTHY") == "1", os.Getenv("FAIL") == "1")
 	// Local processes listen on loopback; in a container BIND=0.0.0.0.
 	host := os.Getenv("BIND")
 	if host == "" {
