@@ -14,6 +14,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 	deployerv1 "github.com/opsuite/opsuite/gen/opsuite/deployer/v1"
+	"github.com/opsuite/opsuite/pkg/kvproto"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -26,10 +27,10 @@ const (
 
 // Sentinel errors.
 var (
-	ErrNotFound = errors.New("not found")
-	ErrExists   = errors.New("already exists")
+	ErrNotFound = kvproto.ErrNotFound
+	ErrExists   = kvproto.ErrExists
 	// ErrConflict: the entry changed since it was read; read again and retry.
-	ErrConflict = errors.New("changed concurrently")
+	ErrConflict = kvproto.ErrConflict
 )
 
 // Store is the deployer's state.
@@ -65,72 +66,17 @@ func Open(ctx context.Context, js jetstream.JetStream, replicas int) (*Store, er
 
 // Versioned is a value with the KV revision it was read at; pass the
 // revision back to update it.
-type Versioned[T proto.Message] struct {
-	Value    T
-	Revision uint64
-}
+type Versioned[T proto.Message] = kvproto.Versioned[T]
 
 func get[T proto.Message](ctx context.Context, kv jetstream.KeyValue, key string, newT func() T) (Versioned[T], error) {
-	var zero Versioned[T]
-	e, err := kv.Get(ctx, key)
-	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return zero, fmt.Errorf("%s %q: %w", kv.Bucket(), key, ErrNotFound)
-	}
-	if err != nil {
-		return zero, fmt.Errorf("read %s %q: %w", kv.Bucket(), key, err)
-	}
-	v := newT()
-	if err := proto.Unmarshal(e.Value(), v); err != nil {
-		return zero, fmt.Errorf("decode %s %q: %w", kv.Bucket(), key, err)
-	}
-	return Versioned[T]{Value: v, Revision: e.Revision()}, nil
+	return kvproto.Get(ctx, kv, key, newT())
 }
 
-func create(ctx context.Context, kv jetstream.KeyValue, key string, m proto.Message) (uint64, error) {
-	data, err := proto.Marshal(m)
-	if err != nil {
-		return 0, fmt.Errorf("encode %s %q: %w", kv.Bucket(), key, err)
-	}
-	rev, err := kv.Create(ctx, key, data)
-	if errors.Is(err, jetstream.ErrKeyExists) {
-		return 0, fmt.Errorf("%s %q: %w", kv.Bucket(), key, ErrExists)
-	}
-	if err != nil {
-		return 0, fmt.Errorf("write %s %q: %w", kv.Bucket(), key, err)
-	}
-	return rev, nil
-}
-
-func update(ctx context.Context, kv jetstream.KeyValue, key string, m proto.Message, rev uint64) (uint64, error) {
-	data, err := proto.Marshal(m)
-	if err != nil {
-		return 0, fmt.Errorf("encode %s %q: %w", kv.Bucket(), key, err)
-	}
-	newRev, err := kv.Update(ctx, key, data, rev)
-	if err != nil {
-		var apiErr *jetstream.APIError
-		if errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence {
-			return 0, fmt.Errorf("%s %q: %w", kv.Bucket(), key, ErrConflict)
-		}
-		return 0, fmt.Errorf("write %s %q: %w", kv.Bucket(), key, err)
-	}
-	return newRev, nil
-}
-
-func keys(ctx context.Context, kv jetstream.KeyValue, prefix string) ([]string, error) {
-	lister, err := kv.ListKeys(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("list %s: %w", kv.Bucket(), err)
-	}
-	var out []string
-	for k := range lister.Keys() {
-		if strings.HasPrefix(k, prefix) {
-			out = append(out, k)
-		}
-	}
-	slices.Sort(out)
-	return out, nil
-}
+var (
+	create = kvproto.Create
+	update = kvproto.Update
+	keys   = kvproto.Keys
+)
 
 func newApp() *deployerv1.Application { return &deployerv1.Application{} }
 func newRev() *deployerv1.Revision    { return &deployerv1.Revision{} }

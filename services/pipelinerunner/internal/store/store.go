@@ -8,7 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
+	"github.com/opsuite/opsuite/pkg/kvproto"
 	"strconv"
 	"strings"
 	"time"
@@ -34,9 +34,9 @@ const (
 
 // Sentinel errors.
 var (
-	ErrNotFound = errors.New("not found")
-	ErrExists   = errors.New("already exists")
-	ErrConflict = errors.New("changed concurrently")
+	ErrNotFound = kvproto.ErrNotFound
+	ErrExists   = kvproto.ErrExists
+	ErrConflict = kvproto.ErrConflict
 )
 
 // Store is the runner's state.
@@ -91,69 +91,16 @@ func Open(ctx context.Context, js jetstream.JetStream, replicas int, logMaxAge t
 }
 
 // Versioned is a value with the KV revision it was read at.
-type Versioned[T proto.Message] struct {
-	Value    T
-	Revision uint64
-}
+type Versioned[T proto.Message] = kvproto.Versioned[T]
+
+var (
+	create = kvproto.Create
+	update = kvproto.Update
+	keys   = kvproto.Keys
+)
 
 func get[T proto.Message](ctx context.Context, kv jetstream.KeyValue, key string, v T) (Versioned[T], error) {
-	e, err := kv.Get(ctx, key)
-	if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrInvalidKey) {
-		return Versioned[T]{}, fmt.Errorf("%s %q: %w", kv.Bucket(), key, ErrNotFound)
-	}
-	if err != nil {
-		return Versioned[T]{}, fmt.Errorf("read %s %q: %w", kv.Bucket(), key, err)
-	}
-	if err := proto.Unmarshal(e.Value(), v); err != nil {
-		return Versioned[T]{}, fmt.Errorf("decode %s %q: %w", kv.Bucket(), key, err)
-	}
-	return Versioned[T]{Value: v, Revision: e.Revision()}, nil
-}
-
-func create(ctx context.Context, kv jetstream.KeyValue, key string, m proto.Message) (uint64, error) {
-	data, err := proto.Marshal(m)
-	if err != nil {
-		return 0, fmt.Errorf("encode %s %q: %w", kv.Bucket(), key, err)
-	}
-	rev, err := kv.Create(ctx, key, data)
-	if errors.Is(err, jetstream.ErrKeyExists) {
-		return 0, fmt.Errorf("%s %q: %w", kv.Bucket(), key, ErrExists)
-	}
-	if err != nil {
-		return 0, fmt.Errorf("write %s %q: %w", kv.Bucket(), key, err)
-	}
-	return rev, nil
-}
-
-func update(ctx context.Context, kv jetstream.KeyValue, key string, m proto.Message, rev uint64) (uint64, error) {
-	data, err := proto.Marshal(m)
-	if err != nil {
-		return 0, fmt.Errorf("encode %s %q: %w", kv.Bucket(), key, err)
-	}
-	newRev, err := kv.Update(ctx, key, data, rev)
-	if err != nil {
-		var apiErr *jetstream.APIError
-		if errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence {
-			return 0, fmt.Errorf("%s %q: %w", kv.Bucket(), key, ErrConflict)
-		}
-		return 0, fmt.Errorf("write %s %q: %w", kv.Bucket(), key, err)
-	}
-	return newRev, nil
-}
-
-func keys(ctx context.Context, kv jetstream.KeyValue, prefix string) ([]string, error) {
-	lister, err := kv.ListKeys(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("list %s: %w", kv.Bucket(), err)
-	}
-	var out []string
-	for k := range lister.Keys() {
-		if strings.HasPrefix(k, prefix) {
-			out = append(out, k)
-		}
-	}
-	slices.Sort(out)
-	return out, nil
+	return kvproto.Get(ctx, kv, key, v)
 }
 
 func del(ctx context.Context, kv jetstream.KeyValue, key string) error {
