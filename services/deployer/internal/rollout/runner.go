@@ -361,9 +361,18 @@ func (rn *Runner) action(r *deployerv1.Rollout, t *Tripped) deployerv1.FailureAc
 // hold keeps the rollout paused after a failure until a person promotes or
 // resumes (nil) or aborts (errAborted).
 func (rn *Runner) hold(ctx context.Context, r *deployerv1.Rollout, cause deployerv1.PauseCause, why string, signals <-chan Signal) error {
+	return rn.paused(ctx, r, cause, "paused by the rollback policy: "+why+"; promote to go on or abort to roll back", signals)
+}
+
+// paused saves r paused for cause with msg, then waits for a person:
+// Resume or a promotion goes on (nil), Abort returns errAborted.
+func (rn *Runner) paused(ctx context.Context, r *deployerv1.Rollout, cause deployerv1.PauseCause, msg string, signals <-chan Signal) error {
 	r.Phase = deployerv1.RolloutPhase_ROLLOUT_PHASE_PAUSED
 	r.PauseCause = cause
-	r.Message = "paused by the rollback policy: " + why + "; promote to go on or abort to roll back"
+	prevMsg := r.GetMessage()
+	if msg != "" {
+		r.Message = msg
+	}
 	if err := rn.save(ctx, r); err != nil {
 		return err
 	}
@@ -378,7 +387,11 @@ func (rn *Runner) hold(ctx context.Context, r *deployerv1.Rollout, cause deploye
 			case Resume, Promote, PromoteFull:
 				r.Phase = deployerv1.RolloutPhase_ROLLOUT_PHASE_PROGRESSING
 				r.PauseCause = deployerv1.PauseCause_PAUSE_CAUSE_UNSPECIFIED
-				r.Message = ""
+				if msg != "" {
+					r.Message = ""
+				} else {
+					r.Message = prevMsg
+				}
 				return rn.save(ctx, r)
 			}
 		}
@@ -503,26 +516,7 @@ func (rn *Runner) between(ctx context.Context, r *deployerv1.Rollout, signals <-
 			return nil
 		}
 	}
-	r.Phase = deployerv1.RolloutPhase_ROLLOUT_PHASE_PAUSED
-	r.PauseCause = deployerv1.PauseCause_PAUSE_CAUSE_USER
-	if err := rn.save(ctx, r); err != nil {
-		return err
-	}
-	for {
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case sig := <-signals:
-			switch sig {
-			case Abort:
-				return errAborted
-			case Resume, Promote, PromoteFull:
-				r.Phase = deployerv1.RolloutPhase_ROLLOUT_PHASE_PROGRESSING
-				r.PauseCause = deployerv1.PauseCause_PAUSE_CAUSE_UNSPECIFIED
-				return rn.save(ctx, r)
-			}
-		}
-	}
+	return rn.paused(ctx, r, deployerv1.PauseCause_PAUSE_CAUSE_USER, "", signals)
 }
 
 // step runs one step; full reports a PromoteFull received during it.
