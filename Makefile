@@ -42,6 +42,7 @@ lint: ## vet, gofmt, staticcheck, buf lint and buf breaking against main
 
 test: ## run every test (integration included: real NATS, servers on loopback)
 	@scripts/install-deps.sh
+	@scripts/install-chromium.sh >/dev/null
 	@scripts/install-tools.sh >/dev/null
 	OPSUITE_REQUIRE_TOOLS=1 PATH="$(TOOLS_BIN):$$PATH" $(GO) test $(GO_TEST_FLAGS) ./... ./gen/...
 

@@ -17,6 +17,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/opsuite/opsuite/internal/cli"
 	"github.com/opsuite/opsuite/internal/suite"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -37,7 +38,7 @@ func main() {
 	if err := newRootCmd(os.Stdout, os.Stderr).ExecuteContext(ctx); err != nil {
 		fmt.Fprintln(os.Stderr, "opsuite:", err)
 		stop()
-		os.Exit(1)
+		os.Exit(cli.ExitCode(err)) // 2 for usage errors, 1 for the rest
 	}
 }
 
@@ -65,6 +66,7 @@ func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
 		Short: "Print the version",
 		Run:   func(cmd *cobra.Command, _ []string) { fmt.Fprintln(cmd.OutOrStdout(), buildVersion()) },
 	})
+	root.AddCommand(cli.Commands(stdout, stderr)...)
 	return root
 }
 
@@ -150,6 +152,7 @@ func newUpCmd(stdout, stderr io.Writer) *cobra.Command {
 		},
 	}
 	f.bind(cmd.Flags())
+	cmd.Flags().BoolVar(&f.cfg.Demo, "demo", false, "once ready, run the bundled example end to end (pipeline: build, test, canary deploy, health gate), print the report, keep running")
 	return cmd
 }
 

@@ -23,6 +23,7 @@ import (
 	lav1 "github.com/opsuite/opsuite/gen/opsuite/logaggregator/v1"
 	monitorv1 "github.com/opsuite/opsuite/gen/opsuite/monitor/v1"
 	prv1 "github.com/opsuite/opsuite/gen/opsuite/pipelinerunner/v1"
+	"github.com/opsuite/opsuite/services/gateway/dashboard"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -111,6 +112,8 @@ func New(ctx context.Context, cfg Config, deps Deps) (*Gateway, error) {
 		served = append(served, r.tag)
 	}
 	root := http.NewServeMux()
+	root.Handle(dashboard.Prefix, dashboard.Handler())
+	root.Handle("GET /{$}", http.RedirectHandler(dashboard.Prefix, http.StatusFound))
 	if c := deps.Conns.PipelineRunner; c != nil {
 		root.Handle("POST /v1/webhooks/{provider}/{pipeline}", webhookHandler(prv1.NewPipelineRunnerServiceClient(c)))
 	}

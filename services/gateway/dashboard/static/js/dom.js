@@ -59,7 +59,7 @@ export function table(columns, rows, empty = 'Nothing here yet.') {
     })));
 }
 
-// holdToConfirm makes a dangerous button need a second click within 4 s.
+// confirmButton makes a dangerous button need a second click within 4 s.
 export function confirmButton(label, onConfirm, props = {}) {
   let armed = null;
   const btn = h('button', {type: 'button', class: 'danger', ...props}, label);

@@ -60,8 +60,9 @@ export function between(start, end) {
   return duration(ms);
 }
 
+// metricValue renders a double; proto3 JSON leaves out zeros.
 export function metricValue(v) {
-  const n = Number(v);
+  const n = Number(v ?? 0);
   if (!Number.isFinite(n)) return String(v);
   if (n !== 0 && (Math.abs(n) >= 1e6 || Math.abs(n) < 1e-3)) return n.toExponential(2);
   return String(Math.round(n * 1000) / 1000);

@@ -96,6 +96,10 @@ function route() {
 function showLogin(message = '') {
   me = null;
   if (current) current.abort();
+  current = null;
+  replace($('view')); // nothing the last token could read stays in the page
+  $('who').textContent = '';
+  replace($('flash'));
   $('view').hidden = true;
   $('nav').hidden = true;
   $('session').hidden = true;

@@ -27,7 +27,7 @@ export function renderAlerts(ctx) {
 
   async function refresh() {
     const res = await api(`/v1/alerts${query({states: FILTERS[filter][1], page_size: 200, include_silenced: true})}`, {signal: ctx.signal});
-    replace(box, table(['state', 'alert', 'application', 'labels', 'value', 'since', 'summary', ''], (res.alerts || []).map((a) => [
+    replace(box, table(['state', 'alert', 'application', 'labels', 'value', 'since', 'summary', ''], (res.alerts || []).map((a) => ({testid: 'alert-row', cells: [
       h('span', {class: ['badge', tone(a.state)]}, label(a.state, 'ALERT_STATE_')),
       a.labels?.alertname || a.rule || a.id,
       a.deploy?.application || a.labels?.app || '—',
@@ -35,10 +35,10 @@ export function renderAlerts(ctx) {
       metricValue(a.value),
       ago(a.fired_at || a.active_at),
       a.annotations?.summary || a.annotations?.description || '',
-      a.acknowledgement ? h('span', {class: 'muted'}, `acked by ${a.acknowledgement.by || 'someone'}`)
-        : h('button', {type: 'button', class: 'secondary', disabled: !ctx.canOperate || a.state === 'ALERT_STATE_RESOLVED',
+      a.acknowledgement ? h('span', {class: 'muted', 'data-testid': 'acked'}, `acked by ${a.acknowledgement.by || 'someone'}`)
+        : h('button', {type: 'button', class: 'secondary', 'data-testid': 'ack', disabled: !ctx.canOperate || a.state === 'ALERT_STATE_RESOLVED',
           title: ctx.canOperate ? 'Acknowledge' : 'Needs the operator role; this token is read-only.', onclick: () => ack(a.id)}, 'Acknowledge'),
-    ]), 'No alerts match.'));
+    ]})), 'No alerts match.'));
   }
   ctx.every(5000, refresh);
 }

@@ -126,7 +126,7 @@ export function renderApp(ctx, name) {
         h('dt', null, 'Last known good'), h('dd', null, st.last_known_good_revision ? `r${st.last_known_good_revision}` : '—'),
         h('dt', null, 'Replicas'), h('dd', null, `${num(st.ready_replicas)} ready of ${num(st.desired_replicas)}`),
         h('dt', null, 'Endpoint'), h('dd', {class: 'mono'}, st.endpoint || '—'),
-        h('dt', null, 'Driver'), h('dd', null, label(st.driver, 'DRIVER_KIND_')),
+        st.driver ? [h('dt', null, 'Driver'), h('dd', null, label(st.driver, 'DRIVER_KIND_'))] : null,
         h('dt', null, 'Latest revision'), h('dd', null, app.latest_revision ? `r${app.latest_revision}` : '—'),
         app.description ? [h('dt', null, 'Description'), h('dd', null, app.description)] : null));
 
@@ -150,7 +150,7 @@ export function renderApp(ctx, name) {
     const reps = await api(`${base}/replicas${query({environment: envName})}`, {signal: ctx.signal});
     replace(replicasBox, h('h2', null, 'Replicas'), table(['name', 'revision', 'state', 'health', 'in rotation', 'address'], (reps.replicas || []).map((rp) => [
       rp.name || rp.id, `r${num(rp.revision)}`, badge(rp.state, 'REPLICA_STATE_'), badge(rp.health, 'HEALTH_STATE_'),
-      rp.in_rotation ? 'yes' : (rp.draining ? 'draining' : 'no'), rp.host_port ? `${rp.host_address || '127.0.0.1'}:${rp.host_port}` : '—',
+      rp.in_rotation ? 'yes' : (rp.draining ? 'draining' : '—'), rp.host_port ? `${rp.host_address || '127.0.0.1'}:${rp.host_port}` : '—',
     ]), 'No replicas.'));
   });
 }

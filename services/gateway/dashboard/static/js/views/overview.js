@@ -14,6 +14,9 @@ const KEY_METRICS = [
   'opsuite_healthchecker_checks_total',
 ];
 
+// The chart's window: 15 minutes in 120 steps.
+const WINDOW_SECONDS = 900;
+
 const HEALTH_TEXT = {
   OVERALL_HEALTH_HEALTHY: ['Healthy', 'ok'],
   OVERALL_HEALTH_DEGRADED: ['Degraded', 'warn'],
@@ -30,7 +33,10 @@ export function renderOverview(ctx) {
   ctx.every(3000, async () => {
     const health = await api('/v1/health', {signal: ctx.signal});
     const [text, cls] = HEALTH_TEXT[health.health] || ['Unknown', 'idle'];
-    const failing = (health.targets || []).filter((t) => t.status?.state && t.status.state !== 'CHECK_STATE_PASSING');
+    // Targets that are not passing first, then by group and name.
+    const rank = {CHECK_STATE_CRITICAL: 0, CHECK_STATE_WARNING: 1, CHECK_STATE_PENDING: 2};
+    const targets = [...(health.targets || [])].sort((a, b) =>
+      (rank[a.status?.state] ?? 3) - (rank[b.status?.state] ?? 3) || `${a.group}/${a.name}`.localeCompare(`${b.group}/${b.name}`));
     replace(healthCard,
       h('h2', null, 'Health'),
       h('div', {class: 'health'},
@@ -41,11 +47,13 @@ export function renderOverview(ctx) {
           h('div', null, h('b', null, num(health.warning)), 'warning'),
           h('div', null, h('b', null, num(health.critical)), 'critical'),
           h('div', null, h('b', null, num(health.pending)), 'pending'))),
-      failing.length ? h('h3', null, 'Targets not passing') : null,
-      failing.length ? table(['target', 'group', 'state', 'last result'], failing.map((t) => [
-        t.name, t.group || '—', h('span', {class: ['badge', tone(t.status.state)]}, label(t.status.state, 'CHECK_STATE_')),
-        t.status.last_result?.message || '—',
-      ])) : null);
+      h('h3', null, 'Targets'),
+      table(['target', 'group', 'state', 'last result'], targets.slice(0, 12).map((t) => ({testid: `target-${t.name}`, cells: [
+        t.non_critical ? [t.name, h('span', {class: 'muted small'}, ' (non-critical)')] : t.name, t.group || '—',
+        h('span', {class: ['badge', tone(t.status?.state)]}, label(t.status?.state, 'CHECK_STATE_')),
+        t.status?.last_result?.message || '—',
+      ]})), 'No health checks yet.'),
+      targets.length > 12 ? h('p', {class: 'muted small'}, `and ${targets.length - 12} more`) : null);
   });
 
   ctx.every(5000, async () => {
@@ -105,13 +113,13 @@ async function renderMetrics(ctx, card) {
     const counter = info.type === 'METRIC_TYPE_COUNTER' || /_total$/.test(chosen);
     const expr = counter ? `sum(rate(${chosen}[1m]))` : `sum(${chosen})`;
     const end = new Date();
-    const start = new Date(end.getTime() - 15 * 60 * 1000);
+    const start = new Date(end.getTime() - WINDOW_SECONDS * 1000);
     const [range, summary] = await Promise.all([
-      api(`/v1/metrics:queryRange${query({query: expr, start_time: start.toISOString(), end_time: end.toISOString(), step: '15s'})}`, {signal: ctx.signal}),
-      api(`/v1/metrics/${encodeURIComponent(chosen)}:summary${query({window: '900s', page_size: 5})}`, {signal: ctx.signal}),
+      api(`/v1/metrics:queryRange${query({query: expr, start_time: start.toISOString(), end_time: end.toISOString(), step: `${WINDOW_SECONDS / 120}s`})}`, {signal: ctx.signal}),
+      api(`/v1/metrics/${encodeURIComponent(chosen)}:summary${query({window: `${WINDOW_SECONDS}s`, page_size: 5})}`, {signal: ctx.signal}),
     ]);
     replace(chartBox, h('p', {class: 'muted small'}, h('code', null, expr), ' over the last 15 minutes'),
-      lineChart(range.result?.series || [], {title: expr}));
+      lineChart(range.result?.series || [], {title: expr, start, end}));
     replace(summaryBox, table([
       'series', {title: 'current', num: true}, {title: 'avg', num: true}, {title: 'min', num: true}, {title: 'max', num: true},
     ], (summary.series || []).map((sr) => [labels(sr.labels, ['__name__']) || chosen, metricValue(sr.current), metricValue(sr.avg), metricValue(sr.min), metricValue(sr.max)]),
