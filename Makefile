@@ -59,9 +59,14 @@ image: ## build the opsuite:dev image from a static host build (no registry need
 	CGO_ENABLED=0 GOOS=linux GOARCH=amd64 $(GO) build -trimpath -ldflags "-s -w -X main.version=$(VERSION)" -o bin/opsuite-linux-amd64 ./cmd/opsuite
 	docker build -t opsuite:dev .
 
-compose-up: image ## run docker-compose.yaml on the local engine
-	docker-compose up -d --no-build
-	@echo "REST on http://127.0.0.1:8080/v1/, gRPC on 127.0.0.1:7070"
+compose-up: image ## run docker-compose.yaml (NATS, five services, gateway) on the local engine
+	scripts/nats-image.sh
+	DOCKER_GID=$$(stat -c %g /var/run/docker.sock) docker-compose up -d --no-build
+	@echo "REST on http://127.0.0.1:8080/v1/ (token: \$$OPSUITE_ADMIN_TOKEN), gRPC on 127.0.0.1:7070"
+
+test-compose: image ## bring docker-compose.yaml up on the real engine, deploy through the gateway, tear it down
+	scripts/nats-image.sh
+	OPSUITE_COMPOSE_TEST=1 $(GO) test -count=1 -run TestCompose -v ./integration/
 
 compose-down:
 	docker-compose down
