@@ -111,7 +111,7 @@ func lines(t *testing.T, c lav1.LogAggregatorServiceClient, source string) map[s
 	out := map[string]int{}
 	req := &lav1.QueryLogsRequest{Sources: []string{source}, PageSize: 10000, Since: durationpb.New(time.Hour)}
 	for {
-		resp, err := c.QueryLogs(t.Context(), req)
+		resp, err := c.QueryLogs(t.Context(), req, grpc.WaitForReady(true))
 		if err != nil {
 			t.Fatal(err)
 		}

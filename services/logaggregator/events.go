@@ -12,10 +12,6 @@ import (
 	"github.com/opsuite/opsuite/services/logaggregator/internal/store"
 )
 
-type sigEvent struct {
-	sig *store.Signature
-}
-
 // publishSignatures publishes signature.new events off the indexing path.
 func (s *Service) publishSignatures(ctx context.Context) {
 	for {
@@ -26,15 +22,16 @@ func (s *Service) publishSignatures(ctx context.Context) {
 			if s.events == nil {
 				continue
 			}
-			sig := signatureProto(ev.sig, 0, 0)
+			sig := &ev.Signature
+			sig.Sources = map[string]uint64{ev.First.Source: 1}
 			if _, err := s.events.Publish(ctx, eventbus.Event{
 				Type:    EventSignatureNew,
-				Subject: ev.sig.ID,
-				ID:      "signature-" + ev.sig.ID,
-				Time:    time.Unix(0, ev.sig.FirstSeen),
-				Data:    &eventsv1.ErrorSignatureNew{Signature: sig},
+				Subject: sig.ID,
+				ID:      "signature-" + sig.ID,
+				Time:    time.Unix(0, sig.FirstSeen),
+				Data:    &eventsv1.ErrorSignatureNew{Signature: signatureProto(sig, 0, 0), FirstRecord: ev.First.Proto()},
 			}); err != nil {
-				s.log.Warn("publish new signature", "signature", ev.sig.ID, "err", err)
+				s.log.Warn("publish new signature", "signature", sig.ID, "err", err)
 			}
 		}
 	}

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	deployerv1 "github.com/opsuite/opsuite/gen/opsuite/deployer/v1"
 	eventsv1 "github.com/opsuite/opsuite/gen/opsuite/events/v1"
 	lav1 "github.com/opsuite/opsuite/gen/opsuite/logaggregator/v1"
@@ -165,6 +166,9 @@ func TestErrorSummarySignaturesAndRevisions(t *testing.T) {
 		if err := proto.Unmarshal(msg.Data, &ev); err != nil {
 			t.Fatal(err)
 		}
+		if ev.GetFirstRecord().GetMessage() == "" || ev.GetSignature().GetId() == "" {
+			t.Fatalf("signature.new without first record or id: %v", &ev)
+		}
 		seen[ev.GetSignature().GetTemplate()] = true
 	}
 	// Counts survive a restart; more occurrences add to the total.
@@ -310,4 +314,89 @@ func TestIndexedMessagesPurgedFromStream(t *testing.T) {
 	inst2 := e.start(t, cfg)
 	ingest(t, inst2.client, &lav1.LogRecord{Source: "purge", Message: "after restart"})
 	waitQuery(t, inst2.client, &lav1.QueryLogsRequest{Sources: []string{"purge"}}, 6)
+}
+
+// TestStreamRecreatedBehindIndexReindexed: the write-ahead stream is deleted
+// while the aggregator runs (it recreates it and goes on), then recreated
+// by someone else while it is stopped and filled from NATS: every record
+// of the new streams is indexed, none twice, and sequences keep
+// increasing.
+func TestStreamRecreatedBehindIndexReindexed(t *testing.T) {
+	e := newEnv(t)
+	inst := e.start(t, logaggregator.Config{})
+	var lastSeq uint64
+	ingestSeq := func(c lav1.LogAggregatorServiceClient, msg string) {
+		t.Helper()
+		resp, err := c.Ingest(t.Context(), &lav1.IngestRequest{Batch: &lav1.LogBatch{Records: []*lav1.LogRecord{{Source: "reset", Message: msg}}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.GetLastSequence() <= lastSeq {
+			t.Fatalf("sequence %d after %d: positions must keep increasing", resp.GetLastSequence(), lastSeq)
+		}
+		lastSeq = resp.GetLastSequence()
+	}
+	for i := range 3 {
+		ingestSeq(inst.client, fmt.Sprint("before ", i))
+	}
+	waitQuery(t, inst.client, &lav1.QueryLogsRequest{Sources: []string{"reset"}}, 3)
+
+	// Deleted while running: the aggregator recreates the stream.
+	if err := e.js.DeleteStream(t.Context(), logaggregator.StreamName); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, err := e.js.Stream(t.Context(), logaggregator.StreamName); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("stream not recreated by the aggregator")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	for i := range 2 {
+		ingestSeq(inst.client, fmt.Sprint("recreated ", i))
+	}
+	waitQuery(t, inst.client, &lav1.QueryLogsRequest{Sources: []string{"reset"}}, 5)
+	inst.stop()
+
+	// Recreated by someone else while the aggregator is stopped, with
+	// messages published straight to NATS.
+	if err := e.js.DeleteStream(t.Context(), logaggregator.StreamName); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.js.CreateStream(t.Context(), jetstream.StreamConfig{Name: logaggregator.StreamName, Subjects: []string{"opsuite.logs.>"}}); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 2 {
+		data, err := proto.Marshal(&lav1.LogBatch{Records: []*lav1.LogRecord{{Message: fmt.Sprint("offline ", i)}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := e.js.Publish(t.Context(), "opsuite.logs.reset", data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	inst2 := e.start(t, logaggregator.Config{})
+	resp := waitQuery(t, inst2.client, &lav1.QueryLogsRequest{Sources: []string{"reset"}, PageSize: 100}, 7)
+	seen := map[string]bool{}
+	for _, r := range resp.GetRecords() {
+		if seen[r.GetMessage()] {
+			t.Fatalf("%q indexed twice", r.GetMessage())
+		}
+		seen[r.GetMessage()] = true
+		if r.GetMessage() == "offline 1" && r.GetSequence() <= lastSeq {
+			t.Fatalf("record of the new stream at sequence %d, not after %d", r.GetSequence(), lastSeq)
+		}
+	}
+	ingestSeq(inst2.client, "after restart")
+	inst2.stop()
+
+	// A further restart indexes nothing twice.
+	inst3 := e.start(t, logaggregator.Config{})
+	ingestSeq(inst3.client, "last")
+	waitQuery(t, inst3.client, &lav1.QueryLogsRequest{Sources: []string{"reset"}, PageSize: 100}, 9)
+	time.Sleep(300 * time.Millisecond)
+	waitQuery(t, inst3.client, &lav1.QueryLogsRequest{Sources: []string{"reset"}, PageSize: 100}, 9)
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strconv"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -16,7 +17,6 @@ import (
 	"github.com/opsuite/opsuite/services/logaggregator/internal/record"
 	"github.com/opsuite/opsuite/services/logaggregator/internal/store"
 	"google.golang.org/grpc"
-	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 )
 
@@ -36,67 +36,108 @@ func (s *Service) ingest(ctx context.Context, b *lav1.LogBatch) (ingestResult, e
 	if len(b.GetBatchId()) > 128 {
 		return out, invalid("batch", "batch.batch_id", "longer than 128 bytes")
 	}
-	recs, res := s.dec.Decode(nil, b, "", time.Now())
+	recv := time.Now()
+	rp := s.recPool.Get().(*[]record.Record)
+	recs, res := s.dec.Decode((*rp)[:0], b, "", recv)
+	defer func() {
+		clear(recs) // drop references to the request's messages
+		if cap(recs) <= maxPooledRecords {
+			*rp = recs[:0]
+			s.recPool.Put(rp)
+		}
+	}()
 	out.res = res
 	s.metrics.rejected.Add(float64(res.Rejected))
 	if len(recs) == 0 {
 		return out, nil
 	}
-	// Chunks of at most maxChunk bytes, published asynchronously and
-	// acknowledged together.
-	type chunk struct {
-		fut jetstream.PubAckFuture
-		n   int
-	}
-	var chunks []chunk
-	publish := func(part []record.Record, idx int) error {
-		id := ""
-		if b.GetBatchId() != "" {
-			id = fmt.Sprintf("%s#%d", b.GetBatchId(), idx)
-		}
-		data, err := proto.Marshal(record.Batch(part, id))
-		if err != nil {
-			return fmt.Errorf("encode batch: %w", err)
-		}
-		msg := &nats.Msg{Subject: ingestSubject, Data: data, Header: nats.Header{}}
-		msg.Header.Set("content-type", "application/protobuf")
-		var opts []jetstream.PublishOpt
-		if id != "" {
-			opts = append(opts, jetstream.WithMsgID(id))
-		}
-		fut, err := s.js.PublishMsgAsync(msg, opts...)
-		if err != nil {
-			return fmt.Errorf("publish batch: %w", err)
-		}
-		chunks = append(chunks, chunk{fut: fut, n: len(part)})
-		return nil
-	}
-	start, size := 0, 0
+	// Chunks of at most maxChunk bytes in chunk form (validated records,
+	// column-wise, S2-compressed), published asynchronously and
+	// acknowledged together. A chunk's buffer goes back to the pool only
+	// once its publication is settled: the client may republish it until
+	// then. The bytes of batches being published are bounded as a whole
+	// (one acquisition per batch, so batches never hold part of the budget
+	// while waiting for more).
+	var bounds []int
+	start, size, total := 0, 0, int64(0)
 	for i := range recs {
-		rs := len(recs[i].Message) + 48 + len(recs[i].TraceID) + len(recs[i].SpanID)
-		for _, kv := range recs[i].Metadata {
-			rs += len(kv.Name) + len(kv.Value) + 4
-		}
+		rs := record.ChunkSize(&recs[i])
 		if i > start && (size+rs > s.maxChunk || i-start >= record.MaxRecordsPerMessage) {
-			if err := publish(recs[start:i], len(chunks)); err != nil {
-				return out, err
-			}
+			bounds = append(bounds, i)
 			start, size = i, 0
 		}
 		size += rs
+		total += int64(rs)
 	}
-	if err := publish(recs[start:], len(chunks)); err != nil {
+	bounds = append(bounds, len(recs))
+	budget := min(total, s.maxInflight)
+	if err := s.inflight.Acquire(ctx, budget); err != nil {
 		return out, err
 	}
+	defer s.inflight.Release(budget)
+	type chunk struct {
+		fut  jetstream.PubAckFuture
+		enc  *record.ChunkEncoder
+		n    int
+		done bool // acknowledged or failed
+	}
+	var chunks []chunk
+	defer func() {
+		for _, c := range chunks {
+			if c.done {
+				s.encPool.Put(c.enc)
+				continue
+			}
+			select {
+			case <-c.fut.Ok():
+			case <-c.fut.Err():
+			default:
+				// Still in flight (the request ended first): the client
+				// may republish its buffer, so it is left to the
+				// collector.
+				continue
+			}
+			s.encPool.Put(c.enc)
+		}
+	}()
+	publish := func(part []record.Record, idx int) error {
+		enc := s.encPool.Get().(*record.ChunkEncoder)
+		data := enc.Encode(part, recv.UnixNano(), !s.cfg.UncompressedWAL)
+		msg := &nats.Msg{Subject: ingestSubject, Data: data, Header: nats.Header{"Content-Type": chunkContentType}}
+		var opts []jetstream.PublishOpt
+		if id := b.GetBatchId(); id != "" {
+			opts = append(opts, jetstream.WithMsgID(id+"#"+strconv.Itoa(idx)))
+		}
+		fut, err := s.js.PublishMsgAsync(msg, opts...)
+		if err != nil {
+			s.encPool.Put(enc)
+			return fmt.Errorf("publish batch: %w", err)
+		}
+		chunks = append(chunks, chunk{fut: fut, enc: enc, n: len(part)})
+		return nil
+	}
+	start = 0
+	for _, end := range bounds {
+		if err := publish(recs[start:end], len(chunks)); err != nil {
+			return out, err
+		}
+		start = end
+	}
+	var base uint64 // positions of the stream's sequences (see store.SetStream)
+	if st := s.getStore(); st != nil {
+		_, base = st.Stream()
+	}
 	dups := 0
-	for _, c := range chunks {
+	for i, c := range chunks {
 		select {
 		case ack := <-c.fut.Ok():
+			chunks[i].done = true
 			if ack.Duplicate {
 				dups++
 			}
-			out.lastSeq = record.Seq(ack.Sequence, c.n-1)
+			out.lastSeq = record.Seq(base+ack.Sequence, c.n-1)
 		case err := <-c.fut.Err():
+			chunks[i].done = true
 			return out, fmt.Errorf("store batch in %s: %w", StreamName, err)
 		case <-ctx.Done():
 			return out, ctx.Err()
@@ -107,6 +148,9 @@ func (s *Service) ingest(ctx context.Context, b *lav1.LogBatch) (ingestResult, e
 	s.metrics.truncated.Add(float64(res.Truncated))
 	return out, nil
 }
+
+// chunkContentType marks stream messages in chunk form.
+var chunkContentType = []string{"application/x-opsuite-log-chunk"}
 
 func rejectionsProto(rs []record.Rejection) []*lav1.RecordRejection {
 	out := make([]*lav1.RecordRejection, 0, len(rs))

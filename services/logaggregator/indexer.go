@@ -26,70 +26,214 @@ func SubjectSource(subject string) string {
 	return strings.ReplaceAll(rest, ".", "/")
 }
 
-// index follows the stream from the last indexed sequence and commits
-// records in groups until ctx ends.
+// errStreamChanged ends an indexing pass: the write-ahead stream was
+// recreated (or lost its tail) behind the index, or its consumer ended.
+var errStreamChanged = errors.New("write-ahead stream changed")
+
+// streamCheckInterval is how often an idle indexer checks that the stream
+// is still the one it follows.
+const streamCheckInterval = 2 * time.Second
+
+// streamID identifies one incarnation of the stream.
+func streamID(info *jetstream.StreamInfo) string { return info.Created.UTC().Format(time.RFC3339Nano) }
+
+// index follows the stream from the last indexed position and commits
+// records in groups until ctx ends. When the stream is recreated behind the
+// index (deleted and created again, or its tail lost), the index continues
+// with what the new stream holds from its first message: new positions
+// follow the indexed ones, so nothing is indexed twice.
 func (s *Service) index(ctx context.Context, stream jetstream.Stream, st *store.Store) error {
+	for pass := 0; ; pass++ {
+		err := s.indexPass(ctx, stream, st)
+		if ctx.Err() != nil {
+			return nil
+		}
+		delay := 100 * time.Millisecond
+		switch {
+		case errors.Is(err, errStreamChanged):
+			s.log.Warn("write-ahead stream changed; indexing resumes from what it holds", "err", err)
+		case pass == 0:
+			return err // failing from the start: Run reports it
+		default:
+			s.log.Error("indexer failed; retrying", "err", err)
+			delay = time.Second
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(delay):
+		}
+		// The stream is gone: whichever comes next is new, so the index
+		// is rebased before the stream exists again and acknowledgements
+		// of the new stream already carry positions after the indexed ones.
+		if _, err := s.js.Stream(ctx, StreamName); errors.Is(err, jetstream.ErrStreamNotFound) {
+			if err := st.SetStream("", true, 0); err != nil {
+				s.log.Error("rebase index on a new stream", "err", err)
+				continue
+			}
+		}
+		if next, err := s.ensureStream(ctx); err != nil {
+			s.log.Error("indexer: recreate stream", "err", err)
+		} else {
+			stream = next
+		}
+	}
+}
+
+// reconcile checks the stream against the one the index follows, rebasing
+// the index on a new stream, and returns the stream's state and the indexed
+// stream sequence.
+func (s *Service) reconcile(ctx context.Context, stream jetstream.Stream, st *store.Store) (*jetstream.StreamInfo, uint64, error) {
 	info, err := stream.Info(ctx)
 	if err != nil {
-		return fmt.Errorf("stream info: %w", err)
+		return nil, 0, fmt.Errorf("stream info: %w", err)
 	}
-	startSeq := st.LastStreamSeq() + 1
+	id := streamID(info)
+	known, base := st.Stream()
+	indexed := st.LastStreamSeq() - base
+	behind := info.State.LastSeq < indexed
+	switch {
+	case !behind && (known == id || known == ""):
+		if known == "" {
+			if err := st.SetStream(id, false, 0); err != nil {
+				return nil, 0, err
+			}
+		}
+		return info, indexed, nil
+	case known == id:
+		// The same stream lost messages the index holds (its tail was not
+		// yet synced when the machine stopped): what it stores from now on
+		// is new.
+		s.log.Warn("write-ahead stream lost messages behind the index; indexing what it stores from now on",
+			"stream_last_seq", info.State.LastSeq, "indexed_seq", indexed)
+		if err := st.SetStream(id, true, info.State.LastSeq); err != nil {
+			return nil, 0, err
+		}
+		return info, info.State.LastSeq, nil
+	default:
+		// A new stream (or, for an index that never recorded one, a stream
+		// behind it, taken as recreated): everything it holds is new.
+		s.log.Warn("write-ahead stream was recreated behind the index; indexing everything it holds",
+			"stream_created", id, "stream_first_seq", info.State.FirstSeq, "stream_last_seq", info.State.LastSeq,
+			"indexed_seq", indexed, "position", st.LastStreamSeq())
+		if err := st.SetStream(id, true, 0); err != nil {
+			return nil, 0, err
+		}
+		return info, 0, nil
+	}
+}
+
+// pendingMsg marks where one stream message's records start in pending.
+type pendingMsg struct {
+	start int
+	seq   uint64
+	time  time.Time
+}
+
+// indexPass indexes the stream until ctx ends or the stream changes.
+func (s *Service) indexPass(ctx context.Context, stream jetstream.Stream, st *store.Store) error {
+	info, indexed, err := s.reconcile(ctx, stream, st)
+	if err != nil {
+		return err
+	}
+	id := streamID(info)
+	_, base := st.Stream()
 	target := info.State.LastSeq
-	if target < st.LastStreamSeq() {
-		s.log.Error("write-ahead stream is behind the index: it was reset; records published before the reset are not re-indexed",
-			"stream_last_seq", target, "indexed_seq", st.LastStreamSeq())
-	}
-	if target < startSeq {
+	if target <= indexed {
 		s.markReady()
 	}
-	startSeq = max(startSeq, info.State.FirstSeq)
+	startSeq := max(indexed+1, info.State.FirstSeq)
 	cons, err := stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
 		DeliverPolicy: jetstream.DeliverByStartSequencePolicy,
 		OptStartSeq:   startSeq,
+		// A consumer that cannot be recreated (the stream is gone) ends
+		// the pass instead of retrying for ever inside Next.
+		MaxResetAttempts: 3,
 	})
 	if err != nil {
 		return fmt.Errorf("indexer consumer: %w", err)
 	}
-	it, err := cons.Messages(jetstream.PullMaxMessages(4096))
+	it, err := cons.Messages(jetstream.PullMaxBytes(s.cfg.IndexerBufferBytes))
 	if err != nil {
 		return fmt.Errorf("indexer messages: %w", err)
 	}
 	defer it.Stop()
+	defer context.AfterFunc(ctx, it.Stop)()
 
 	pending := make([]record.Record, 0, min(s.cfg.CommitRecords, 1<<16))
-	var lastSeq uint64
+	var msgs []pendingMsg
+	chunks := record.NewChunkDecoder(s.dec.Limits())
+	var lastSeq uint64 // stream sequence of the last pending message
 	var firstAt time.Time
-	flush := func() {
-		if lastSeq == 0 || lastSeq <= st.LastStreamSeq() {
+	commit := func(n int, last uint64) {
+		if last == 0 || base+last <= st.LastStreamSeq() {
 			return
 		}
 		start := time.Now()
-		created, err := st.Commit(pending, lastSeq)
+		created, err := st.Commit(pending[:n], base+last)
 		if err != nil {
 			// Nothing was committed: the records stay pending and the
 			// commit is retried with the next flush.
-			s.log.Error("index commit failed; will retry", "records", len(pending), "err", err)
+			s.log.Error("index commit failed; will retry", "records", n, "err", err)
 			return
 		}
 		s.metrics.commits.Observe(time.Since(start).Seconds())
-		s.metrics.indexed.Add(float64(len(pending)))
-		s.hub.publish(pending, s.metrics.dropped)
-		for _, sig := range created {
+		s.metrics.indexed.Add(float64(n))
+		s.hub.publish(pending[:n], s.metrics.dropped)
+		for _, ns := range created {
 			select {
-			case s.sigEvents <- sigEvent{sig: sig}:
+			case s.sigEvents <- ns:
 			default:
-				s.log.Warn("signature event queue full; event skipped", "signature", sig.ID)
+				s.log.Warn("signature event queue full; event skipped", "signature", ns.Signature.ID)
 			}
 		}
 		clear(pending) // drop references to committed messages
-		pending = pending[:0]
-		if !s.ready.Load() && lastSeq >= target {
+		pending, msgs = pending[:0], msgs[:0]
+		if !s.ready.Load() && last >= target {
 			s.markReady()
 		}
 	}
+	// changed reports whether the stream is no longer the one this pass
+	// follows; then the pending messages of the old stream (stored before
+	// the new one was created) are committed and the rest dropped, to be
+	// read again from the new stream.
+	changed := func() bool {
+		cur, err := stream.Info(ctx)
+		switch {
+		case err == nil && streamID(cur) == id && cur.State.LastSeq >= lastSeq:
+			return false
+		case err != nil && !errors.Is(err, jetstream.ErrStreamNotFound):
+			return false // cannot tell (shutting down, NATS away): go on
+		}
+		keep, last := len(pending), lastSeq
+		if err == nil {
+			for i, m := range msgs {
+				if !m.time.Before(cur.Created) {
+					keep, last = m.start, 0
+					if i > 0 {
+						last = msgs[i-1].seq
+					}
+					break
+				}
+			}
+		}
+		commit(keep, last)
+		return true
+	}
+	flush := func() error {
+		if len(msgs) == 0 {
+			return nil
+		}
+		if changed() {
+			return errStreamChanged
+		}
+		commit(len(pending), lastSeq)
+		return nil
+	}
+	lastCheck := time.Now()
 	for {
 		if ctx.Err() != nil {
-			flush()
+			commit(len(pending), lastSeq)
 			return nil
 		}
 		wait := s.cfg.CommitInterval
@@ -98,18 +242,25 @@ func (s *Service) index(ctx context.Context, stream jetstream.Stream, st *store.
 		}
 		msg, err := it.Next(jetstream.NextMaxWait(wait))
 		if err != nil {
-			if errors.Is(err, nats.ErrTimeout) {
-				flush()
-				continue
+			if ctx.Err() != nil {
+				commit(len(pending), lastSeq)
+				return nil
+			}
+			if err := flush(); err != nil {
+				return err
 			}
 			if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
-				if ctx.Err() != nil {
-					flush()
-					return nil
-				}
-				return fmt.Errorf("indexer: %w", err)
+				return fmt.Errorf("%w: indexer consumer closed", errStreamChanged)
 			}
-			s.log.Warn("indexer read", "err", err)
+			if !errors.Is(err, nats.ErrTimeout) {
+				s.log.Warn("indexer read", "err", err)
+			}
+			if time.Since(lastCheck) >= streamCheckInterval {
+				lastCheck = time.Now()
+				if changed() {
+					return errStreamChanged
+				}
+			}
 			continue
 		}
 		md, err := msg.Metadata()
@@ -118,26 +269,45 @@ func (s *Service) index(ctx context.Context, stream jetstream.Stream, st *store.
 			continue
 		}
 		seq := md.Sequence.Stream
-		if seq <= st.LastStreamSeq() || seq <= lastSeq {
+		if base+seq <= st.LastStreamSeq() || seq <= lastSeq {
 			continue
 		}
 		if len(pending) == 0 {
 			firstAt = time.Now()
 		}
-		pending = s.decodeMessage(pending, msg.Subject(), msg.Data(), seq, md.Timestamp)
+		msgs = append(msgs, pendingMsg{start: len(pending), seq: seq, time: md.Timestamp})
+		pending = s.decodeMessage(pending, chunks, msg.Subject(), msg.Data(), base+seq, md.Timestamp)
 		lastSeq = seq
-		if len(pending) >= s.cfg.CommitRecords || time.Since(firstAt) >= s.cfg.CommitInterval {
-			flush()
-		}
-		if md.NumPending == 0 && !s.ready.Load() {
-			flush()
+		if len(pending) >= s.cfg.CommitRecords || time.Since(firstAt) >= s.cfg.CommitInterval ||
+			(md.NumPending == 0 && !s.ready.Load()) {
+			if err := flush(); err != nil {
+				return err
+			}
 		}
 	}
 }
 
 // decodeMessage appends the records of one stream message, numbered from
 // its stream sequence.
-func (s *Service) decodeMessage(dst []record.Record, subject string, data []byte, seq uint64, ts time.Time) []record.Record {
+func (s *Service) decodeMessage(dst []record.Record, chunks *record.ChunkDecoder, subject string, data []byte, seq uint64, ts time.Time) []record.Record {
+	if record.IsChunk(data) {
+		// Records the ingestion path validated: no protobuf, no
+		// per-record allocation.
+		n := len(dst)
+		dst, err := chunks.Decode(dst, data)
+		if err != nil {
+			s.metrics.rejected.Inc()
+			s.log.Warn("undecodable log chunk skipped", "subject", subject, "stream_seq", seq, "err", err)
+			return dst
+		}
+		for i := n; i < len(dst); i++ {
+			dst[i].Seq = record.Seq(seq, i-n)
+		}
+		if subject != ingestSubject {
+			s.metrics.ingested.WithLabelValues("nats").Add(float64(len(dst) - n))
+		}
+		return dst
+	}
 	b := &lav1.LogBatch{}
 	if err := proto.Unmarshal(data, b); err != nil {
 		s.metrics.rejected.Inc()
@@ -189,8 +359,10 @@ func (s *Service) retain(ctx context.Context, stream jetstream.Stream, st *store
 			purgeTo = marks[0].seq
 			marks = marks[1:]
 		}
-		if purgeTo > 0 {
-			if err := stream.Purge(ctx, jetstream.WithPurgeSequence(purgeTo+1)); err != nil {
+		// Positions of an earlier incarnation of the stream are not its
+		// sequences.
+		if _, base := st.Stream(); purgeTo > base {
+			if err := stream.Purge(ctx, jetstream.WithPurgeSequence(purgeTo-base+1)); err != nil {
 				s.log.Warn("purge indexed messages from the stream", "up_to", purgeTo, "err", err)
 			}
 		}

@@ -5,14 +5,20 @@
 // live tails and error summaries with signatures tied to the application
 // revision live when each first appeared.
 //
-// Write path: Ingest decodes and normalises a batch, publishes it to the
-// OPSUITE_LOGS stream (chunks of at most 512 KiB, published asynchronously,
+// Write path: Ingest decodes and normalises a batch, publishes the
+// validated records to the OPSUITE_LOGS stream in chunk form (see
+// internal/record: column-wise, S2-compressed, at most 512 KiB of records
+// per message, published asynchronously with the bytes in flight bounded,
 // acknowledgements awaited) and answers once JetStream has stored every
-// chunk. One indexer reads the stream in order and commits records in
-// groups (every CommitInterval or CommitRecords) to a bbolt file, together
-// with the last indexed stream sequence, so a restart resumes exactly after
-// it: no record is lost or indexed twice. Messages published straight to
-// opsuite.logs.> take the same path.
+// chunk. One indexer reads the stream in order, decodes chunks without
+// protobuf, and commits records in groups (every CommitInterval or
+// CommitRecords) to a bbolt file, together with the last indexed position,
+// so a restart resumes exactly after it: no record is lost or indexed
+// twice. Messages published straight to opsuite.logs.> (LogBatch protobuf)
+// take the same path. When the stream is recreated behind the index (or
+// loses its unsynced tail), the index is rebased: the new stream's messages
+// get positions after the indexed ones and are indexed from its first
+// message; a deleted stream is recreated by the indexer.
 //
 // Durability: an acknowledged batch is in JetStream's file store (written to
 // the operating system before the acknowledgement; JetStream fsyncs on its
@@ -42,6 +48,7 @@ import (
 	"github.com/opsuite/opsuite/services/logaggregator/internal/record"
 	"github.com/opsuite/opsuite/services/logaggregator/internal/store"
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/semaphore"
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -98,6 +105,15 @@ type Config struct {
 	// RevisionsConsumer is the durable name of the deploy events consumer;
 	// default "logaggregator-revisions".
 	RevisionsConsumer string
+	// MaxInflightBytes bounds the bytes of gRPC batches being published to
+	// the stream at once (further batches wait); default 64 MiB.
+	MaxInflightBytes int64
+	// IndexerBufferBytes bounds the stream messages the indexer has fetched
+	// and not yet read; default 16 MiB.
+	IndexerBufferBytes int
+	// UncompressedWAL stores gRPC batches in the stream without S2
+	// compression (more stream bytes, less CPU per batch).
+	UncompressedWAL bool
 }
 
 // Publisher publishes domain events.
@@ -143,8 +159,18 @@ type Service struct {
 	store *store.Store
 
 	maxChunk  int
-	sigEvents chan sigEvent
+	sigEvents chan store.NewSignature
+
+	// Ingestion: pooled record slices and chunk encoders, and the budget
+	// of bytes being published.
+	recPool     sync.Pool
+	encPool     sync.Pool
+	inflight    *semaphore.Weighted
+	maxInflight int64
 }
+
+// maxPooledRecords caps the record slices kept for reuse.
+const maxPooledRecords = 1 << 16
 
 // New builds the service; Run opens the store and starts indexing.
 func New(cfg Config, deps Deps) (*Service, error) {
@@ -180,6 +206,12 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	if cfg.TailBuffer <= 0 {
 		cfg.TailBuffer = 256
 	}
+	if cfg.MaxInflightBytes <= 0 {
+		cfg.MaxInflightBytes = 64 << 20
+	}
+	if cfg.IndexerBufferBytes <= 0 {
+		cfg.IndexerBufferBytes = 16 << 20
+	}
 	if cfg.RevisionsConsumer == "" {
 		cfg.RevisionsConsumer = "logaggregator-revisions"
 	}
@@ -194,7 +226,12 @@ func New(cfg Config, deps Deps) (*Service, error) {
 		readyCh:   make(chan struct{}),
 		draining:  make(chan struct{}),
 		maxChunk:  512 << 10,
-		sigEvents: make(chan sigEvent, 1024),
+		sigEvents: make(chan store.NewSignature, 1024),
+
+		recPool:     sync.Pool{New: func() any { return new([]record.Record) }},
+		encPool:     sync.Pool{New: func() any { return new(record.ChunkEncoder) }},
+		inflight:    semaphore.NewWeighted(cfg.MaxInflightBytes),
+		maxInflight: cfg.MaxInflightBytes,
 	}
 	if nc := deps.JetStream.Conn(); nc != nil {
 		if mp := int(nc.MaxPayload()); mp > 0 && mp/2 < s.maxChunk {
@@ -301,7 +338,7 @@ func (s *Service) Run(ctx context.Context) error {
 	wg.Add(3)
 	go func() {
 		defer wg.Done()
-		if err := s.index(runCtx, stream, st); err != nil {
+		if err := s.index(runCtx, stream, st); err != nil && runCtx.Err() == nil {
 			select {
 			case errc <- err:
 			default:

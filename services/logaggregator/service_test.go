@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -285,6 +286,12 @@ func TestNATSIngestion(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// A forged or corrupt chunk (the form gRPC ingestion stores) is
+	// refused whole and skipped; later messages are still indexed.
+	forged := []byte{0x00, 'L', 'C', 1, 0, 0x02, 0x01, 0x01, 'x', 0x00, 0x01, 0x03, 0x00, 0x02, 'a', 0xff, 0x00}
+	if _, err := e.js.Publish(t.Context(), "opsuite.logs.forged", forged); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := e.js.Publish(t.Context(), "opsuite.logs.app.shop.shop-v2-1", data); err != nil {
 		t.Fatal(err)
 	}
@@ -297,6 +304,9 @@ func TestNATSIngestion(t *testing.T) {
 		t.Fatalf("record %v", got)
 	}
 	waitQuery(t, inst.client, &lav1.QueryLogsRequest{Sources: []string{"pipeline/build"}}, 1)
+	if r, err := inst.client.ListSources(t.Context(), &lav1.ListSourcesRequest{Source: "x"}); err != nil || len(r.GetSources()) != 0 {
+		t.Fatalf("forged chunk stored: %v %v", r, err)
+	}
 }
 
 func TestBadInput(t *testing.T) {
@@ -414,5 +424,38 @@ func TestIngestStreamLargeBatchesChunked(t *testing.T) {
 	}
 	if len(q.GetRecords()) != 1 {
 		t.Fatalf("phrase query: %d records", len(q.GetRecords()))
+	}
+}
+
+// TestInflightBudgetBoundsWithoutDeadlock: batches larger than the budget
+// of bytes being published, from concurrent clients, all complete.
+func TestInflightBudgetBoundsWithoutDeadlock(t *testing.T) {
+	e := newEnv(t)
+	inst := e.start(t, logaggregator.Config{MaxInflightBytes: 4 << 10})
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for w := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			entries := make([]*lav1.LogEntry, 200)
+			for i := range entries {
+				entries[i] = &lav1.LogEntry{Message: fmt.Sprintf("worker %d line %d %s", w, i, strings.Repeat("x", 100))}
+			}
+			_, err := inst.client.Ingest(t.Context(), &lav1.IngestRequest{Batch: &lav1.LogBatch{
+				Streams: []*lav1.LogStream{{Source: "budget", Entries: entries}}}})
+			errs <- err
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	r := waitQuery(t, inst.client, &lav1.QueryLogsRequest{Sources: []string{"budget"}, PageSize: 2000}, 1600)
+	if len(r.GetRecords()) != 1600 {
+		t.Fatalf("%d records", len(r.GetRecords()))
 	}
 }

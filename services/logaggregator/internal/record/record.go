@@ -106,7 +106,8 @@ func (ls Labels) Map() map[string]string {
 
 // Record is one stored log record.
 type Record struct {
-	// Seq is the store position: stream sequence << SeqShift | index.
+	// Seq is the store position: (stream sequence + the index's stream
+	// base) << SeqShift | index.
 	Seq          uint64
 	Time         int64 // Unix nanoseconds
 	ReceiveTime  int64 // Unix nanoseconds

@@ -29,8 +29,10 @@ var (
 	bucketSignatures = []byte("signatures")
 	bucketRevisions  = []byte("revisions")
 
-	keyLastSeq = []byte("last_stream_seq")
-	keyPolicy  = []byte("retention_policy")
+	keyLastSeq    = []byte("last_stream_seq")
+	keyStreamID   = []byte("stream_id")
+	keyStreamBase = []byte("stream_base")
+	keyPolicy     = []byte("retention_policy")
 )
 
 // Options tune the store.
@@ -50,10 +52,15 @@ type Store struct {
 	opts Options
 
 	wmu sync.Mutex // serialises writers
+	// Buffers of Commit, reused under wmu.
+	scratch []byte
+	grp     []record.Record
 
 	mu        sync.RWMutex
 	blocks    []*BlockMeta // by ID
 	lastSeq   uint64
+	streamID  string
+	base      uint64
 	sigs      map[string]*Signature
 	revisions map[string]Revision
 	policy    *lav1.RetentionPolicy
@@ -121,6 +128,10 @@ func (s *Store) load() error {
 		if v := tx.Bucket(bucketMeta).Get(keyLastSeq); len(v) == 8 {
 			s.lastSeq = binary.BigEndian.Uint64(v)
 		}
+		if v := tx.Bucket(bucketMeta).Get(keyStreamBase); len(v) == 8 {
+			s.base = binary.BigEndian.Uint64(v)
+		}
+		s.streamID = string(tx.Bucket(bucketMeta).Get(keyStreamID))
 		if v := tx.Bucket(bucketMeta).Get(keyPolicy); v != nil {
 			p := &lav1.RetentionPolicy{}
 			if err := proto.Unmarshal(v, p); err != nil {
@@ -159,11 +170,56 @@ func (s *Store) load() error {
 	})
 }
 
-// LastStreamSeq is the last stream sequence whose records are indexed.
+// LastStreamSeq is the last position whose records are indexed. Positions
+// are the write-ahead stream's sequences plus StreamBase, so they keep
+// increasing across a recreation of the stream.
 func (s *Store) LastStreamSeq() uint64 {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	return s.lastSeq
+}
+
+// Stream returns the identity of the write-ahead stream the index follows
+// ("" until SetStream) and the base its sequences are offset by.
+func (s *Store) Stream() (id string, base uint64) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.streamID, s.base
+}
+
+// SetStream records the identity of the write-ahead stream the index
+// follows. With rebase, the stream's sequences no longer line up with the
+// index (it was recreated, or lost messages): its sequence indexedSeq
+// becomes position LastStreamSeq(), so its later messages follow everything
+// indexed before and nothing is overwritten or indexed twice.
+func (s *Store) SetStream(id string, rebase bool, indexedSeq uint64) error {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	s.mu.RLock()
+	base := s.base
+	if rebase {
+		if indexedSeq > s.lastSeq {
+			s.mu.RUnlock()
+			return fmt.Errorf("rebase stream %s at %d: beyond indexed position %d", id, indexedSeq, s.lastSeq)
+		}
+		base = s.lastSeq - indexedSeq
+	}
+	s.mu.RUnlock()
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		var v [8]byte
+		binary.BigEndian.PutUint64(v[:], base)
+		if err := tx.Bucket(bucketMeta).Put(keyStreamBase, v[:]); err != nil {
+			return err
+		}
+		return tx.Bucket(bucketMeta).Put(keyStreamID, []byte(id))
+	})
+	if err != nil {
+		return fmt.Errorf("record stream %s: %w", id, err)
+	}
+	s.mu.Lock()
+	s.streamID, s.base = id, base
+	s.mu.Unlock()
+	return nil
 }
 
 func idKey(id uint64) []byte {
@@ -172,11 +228,18 @@ func idKey(id uint64) []byte {
 	return k[:]
 }
 
+// NewSignature is a signature first seen in a commit, with the record that
+// created it.
+type NewSignature struct {
+	Signature Signature
+	First     record.Record
+}
+
 // Commit stores recs (in storage order) and records lastStreamSeq as
 // indexed, in one durable transaction. It returns the signatures seen for
 // the first time. A commit whose lastStreamSeq is not beyond the stored
 // one is refused, so a replay never stores records twice.
-func (s *Store) Commit(recs []record.Record, lastStreamSeq uint64) ([]*Signature, error) {
+func (s *Store) Commit(recs []record.Record, lastStreamSeq uint64) ([]NewSignature, error) {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
 	s.mu.RLock()
@@ -185,50 +248,67 @@ func (s *Store) Commit(recs []record.Record, lastStreamSeq uint64) ([]*Signature
 	if lastStreamSeq <= prev {
 		return nil, fmt.Errorf("commit up to stream sequence %d: already indexed up to %d", lastStreamSeq, prev)
 	}
-	// Group by source and labels, keeping storage order within groups.
-	groups := map[string][]int{}
+	// Group by source and labels, keeping storage order within groups:
+	// runs of consecutive records sharing both.
+	type run struct{ start, end int }
+	groups := map[string][]run{}
 	var order []string
-	var k string
-	for i := range recs {
-		if i == 0 || recs[i].Source != recs[i-1].Source || !recs[i].Labels.Equal(recs[i-1].Labels) {
-			k = groupKey(&recs[i])
+	for i := 0; i < len(recs); {
+		j := i + 1
+		for j < len(recs) && recs[j].Source == recs[i].Source && recs[j].Labels.Equal(recs[i].Labels) {
+			j++
 		}
+		k := groupKey(&recs[i])
 		if _, ok := groups[k]; !ok {
 			order = append(order, k)
 		}
-		groups[k] = append(groups[k], i)
+		groups[k] = append(groups[k], run{i, j})
+		i = j
 	}
 	changed, created := s.trackSignatures(recs)
 	var metas []*BlockMeta
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		bb, mb := tx.Bucket(bucketBlocks), tx.Bucket(bucketBlockMeta)
-		var scratch []byte
-		grp := make([]record.Record, 0, s.opts.BlockRecords)
-		for _, k := range order {
-			idx := groups[k]
-			for len(idx) > 0 {
-				n := min(len(idx), s.opts.BlockRecords)
-				grp = grp[:0]
-				for _, i := range idx[:n] {
-					grp = append(grp, recs[i])
-				}
-				idx = idx[n:]
-				id, err := bb.NextSequence()
-				if err != nil {
-					return err
-				}
-				var body []byte
-				var m BlockMeta
-				body, m, scratch = encodeBlock(grp, scratch)
-				m.ID = id
-				if err := bb.Put(idKey(id), body); err != nil {
-					return err
-				}
-				if err := mb.Put(idKey(id), encodeMeta(&m)); err != nil {
-					return err
-				}
-				metas = append(metas, &m)
+		scratch, grp := s.scratch, s.grp
+		defer func() { s.scratch, s.grp = scratch, grp[:0] }()
+		put := func(blk []record.Record) error {
+			id, err := bb.NextSequence()
+			if err != nil {
+				return err
 			}
+			var body []byte
+			var m BlockMeta
+			body, m, scratch = encodeBlock(blk, scratch)
+			m.ID = id
+			if err := bb.Put(idKey(id), body); err != nil {
+				return err
+			}
+			if err := mb.Put(idKey(id), encodeMeta(&m)); err != nil {
+				return err
+			}
+			metas = append(metas, &m)
+			return nil
+		}
+		for _, k := range order {
+			runs := groups[k]
+			all := recs[runs[0].start:runs[0].end]
+			if len(runs) > 1 {
+				// Scattered group: gather its records.
+				grp = grp[:0]
+				for _, r := range runs {
+					grp = append(grp, recs[r.start:r.end]...)
+				}
+				all = grp
+			}
+			for len(all) > 0 {
+				n := min(len(all), s.opts.BlockRecords)
+				if err := put(all[:n]); err != nil {
+					return err
+				}
+				all = all[n:]
+			}
+			clear(grp) // drop references to committed messages
+			grp = grp[:0]
 		}
 		sb := tx.Bucket(bucketSignatures)
 		for _, sig := range changed {
@@ -254,7 +334,13 @@ func (s *Store) Commit(recs []record.Record, lastStreamSeq uint64) ([]*Signature
 		s.sigs[sig.ID] = sig
 	}
 	s.mu.Unlock()
-	return created, nil
+	out := make([]NewSignature, 0, len(created))
+	for _, c := range created {
+		sig := *changed[c.id]
+		sig.Sources = nil
+		out = append(out, NewSignature{Signature: sig, First: recs[c.index]})
+	}
+	return out, nil
 }
 
 // SignatureScope returns the scope, application and environment of a
@@ -270,7 +356,12 @@ func SignatureScope(r *record.Record) (scope, app, env string) {
 
 // trackSignatures computes the signature updates of recs: copies of the
 // changed signatures, and which of them are new.
-func (s *Store) trackSignatures(recs []record.Record) (changed map[string]*Signature, created []*Signature) {
+type createdSig struct {
+	id    string
+	index int
+}
+
+func (s *Store) trackSignatures(recs []record.Record) (changed map[string]*Signature, created []createdSig) {
 	changed = map[string]*Signature{}
 	s.mu.RLock()
 	defer s.mu.RUnlock()
@@ -305,7 +396,7 @@ func (s *Store) trackSignatures(recs []record.Record) (changed map[string]*Signa
 						sig.FirstRevision = v
 					}
 				}
-				created = append(created, sig)
+				created = append(created, createdSig{id: id, index: i})
 			}
 			changed[id] = sig
 		}
@@ -455,4 +546,3 @@ func (s *Store) Signatures() []Signature {
 	}
 	return out
 }
-

@@ -231,7 +231,7 @@ func TestSignaturesTrackedExactlyOnce(t *testing.T) {
 		return out
 	}
 	created, err := s.Commit(mk(1, "timeout after 5s", "timeout after 7s"), 1)
-	if err != nil || len(created) != 1 || created[0].FirstRevision != "7" || created[0].Total != 2 {
+	if err != nil || len(created) != 1 || created[0].Signature.FirstRevision != "7" || created[0].Signature.Total != 2 || created[0].First.Message != "timeout after 5s" {
 		t.Fatalf("created %+v %v", created, err)
 	}
 	created, err = s.Commit(mk(2, "timeout after 9s"), 2)
