@@ -416,8 +416,9 @@ func TestScaleAndListReplicas(t *testing.T) {
 			t.Fatal(err)
 		}
 		for _, r := range resp.GetReplicas() {
-			if r.GetState() != deployerv1.ReplicaState_REPLICA_STATE_RUNNING || r.GetHostPort() == 0 || r.GetRevision() != 1 {
-				t.Fatalf("replica %v", r)
+			if r.GetState() != deployerv1.ReplicaState_REPLICA_STATE_RUNNING || r.GetHostPort() == 0 || r.GetRevision() != 1 ||
+				r.GetHealth() != deployerv1.HealthState_HEALTH_STATE_HEALTHY || !r.GetInRotation() {
+				t.Fatalf("replica %v: want running, healthy and in rotation", r)
 			}
 		}
 		return len(resp.GetReplicas())

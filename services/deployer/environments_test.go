@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/fieldmaskpb"
 )
 
 func (s *suite) deployTo(t *testing.T, req *deployerv1.DeployRequest) *deployerv1.Rollout {
@@ -230,5 +231,64 @@ func TestUnhealthyReplicaIsAnnounced(t *testing.T) {
 		if tr.GetTransition().GetState() == hcv1.CheckState_CHECK_STATE_PASSING {
 			break
 		}
+	}
+}
+
+// TestUpdateApplication changes parts of an application by field mask; the
+// next deploy without a source rolls out the changed spec.
+func TestUpdateApplication(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts real processes")
+	}
+	s := newSuite(t)
+	ctx := t.Context()
+	app := &deployerv1.Application{Name: "shop", Spec: appSpec("v1"), Environments: []*deployerv1.Environment{{Name: "staging"}}}
+	if _, err := s.client.CreateApplication(ctx, &deployerv1.CreateApplicationRequest{Application: app}); err != nil {
+		t.Fatal(err)
+	}
+	r := s.deployTo(t, &deployerv1.DeployRequest{Name: "shop", Environment: "staging"})
+	if r.GetPhase() != deployerv1.RolloutPhase_ROLLOUT_PHASE_SUCCEEDED || r.GetDesiredReplicas() != 2 {
+		t.Fatalf("first deploy: %s, %d replicas", r.GetPhase(), r.GetDesiredReplicas())
+	}
+	mask := func(paths ...string) *fieldmaskpb.FieldMask { return &fieldmaskpb.FieldMask{Paths: paths} }
+	upd, err := s.client.UpdateApplication(ctx, &deployerv1.UpdateApplicationRequest{
+		Application: &deployerv1.Application{Name: "shop", Description: "the shop", Spec: &deployerv1.ApplicationSpec{Replicas: 3}},
+		UpdateMask:  mask("description", "spec.replicas"),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := upd.GetApplication()
+	if got.GetDescription() != "the shop" || got.GetSpec().GetReplicas() != 3 || got.GetSpec().GetProcess() == nil ||
+		got.GetEnvironments()[0].GetStatus().GetCurrentRevision() != 1 {
+		t.Fatalf("after update: %v", got)
+	}
+	r = s.deployTo(t, &deployerv1.DeployRequest{Name: "shop", Environment: "staging"})
+	if r.GetPhase() != deployerv1.RolloutPhase_ROLLOUT_PHASE_SUCCEEDED || r.GetDesiredReplicas() != 3 || r.GetToRevision() != 2 {
+		t.Fatalf("deploy of the updated spec: %s, revision %d, %d replicas", r.GetPhase(), r.GetToRevision(), r.GetDesiredReplicas())
+	}
+	for _, tc := range []struct {
+		name string
+		req  *deployerv1.UpdateApplicationRequest
+		code codes.Code
+		want string
+	}{
+		{"unknown path", &deployerv1.UpdateApplicationRequest{Application: &deployerv1.Application{Name: "shop"}, UpdateMask: mask("status")}, codes.InvalidArgument, "update_mask"},
+		{"invalid value", &deployerv1.UpdateApplicationRequest{Application: &deployerv1.Application{Name: "shop", Spec: &deployerv1.ApplicationSpec{Replicas: -1}}, UpdateMask: mask("spec.replicas")}, codes.InvalidArgument, "spec.replicas"},
+		{"remove a serving environment", &deployerv1.UpdateApplicationRequest{Application: &deployerv1.Application{Name: "shop", Environments: []*deployerv1.Environment{{Name: "prod"}}}, UpdateMask: mask("environments")}, codes.FailedPrecondition, "staging serves revision 2"},
+		{"unknown application", &deployerv1.UpdateApplicationRequest{Application: &deployerv1.Application{Name: "nope"}}, codes.NotFound, "nope"},
+	} {
+		_, err := s.client.UpdateApplication(ctx, tc.req)
+		if status.Code(err) != tc.code || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: %v, want %v mentioning %q", tc.name, err, tc.code, tc.want)
+		}
+	}
+	// Adding an environment keeps the serving one's status.
+	upd, err = s.client.UpdateApplication(ctx, &deployerv1.UpdateApplicationRequest{
+		Application: &deployerv1.Application{Name: "shop", Environments: []*deployerv1.Environment{{Name: "staging"}, {Name: "prod", RequiresEnvironment: "staging"}}},
+		UpdateMask:  mask("environments"),
+	})
+	if err != nil || len(upd.GetApplication().GetEnvironments()) != 2 || upd.GetApplication().GetEnvironments()[0].GetStatus().GetCurrentRevision() != 2 {
+		t.Fatalf("add an environment: %v, %v", upd.GetApplication().GetEnvironments(), err)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	deployerv1 "github.com/opsuite/opsuite/gen/opsuite/deployer/v1"
@@ -18,6 +19,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
 )
 
 var (
@@ -311,6 +313,7 @@ func (s *Service) tryDeploy(ctx context.Context, req *deployerv1.DeployRequest, 
 	rollout.Prepare(r, current, true)
 	env.Status.ActiveRolloutId = r.GetId()
 	env.Status.Endpoint = e.endpoint
+	env.Status.Driver = driverKind(d.Name())
 	env.Status.LastDeployTime = now()
 	app.UpdateTime = now()
 	if _, err := s.store.UpdateApplication(ctx, app, v.Revision); err != nil {
@@ -655,4 +658,117 @@ func requiredEnvironment(app *deployerv1.Application, env *deployerv1.Environmen
 			errBusy, app.GetName(), env.GetName(), req, what, req, req)
 	}
 	return nil
+}
+
+// UpdateApplication changes an application's description, labels, spec (or
+// fields of it) or environments. A spec change is what the next Deploy
+// without a source rolls out; nothing is deployed now. Environments that
+// serve a revision or have a rollout in progress cannot be removed.
+func (s *Service) UpdateApplication(ctx context.Context, req *deployerv1.UpdateApplicationRequest) (*deployerv1.UpdateApplicationResponse, error) {
+	if err := s.check(); err != nil {
+		return nil, toStatus(err)
+	}
+	in := req.GetApplication()
+	if in == nil {
+		return nil, toStatus(&fieldError{"application", "is required"})
+	}
+	paths := req.GetUpdateMask().GetPaths()
+	if len(paths) == 0 {
+		paths = []string{"description", "labels", "spec", "environments"}
+	}
+	specFields := (&deployerv1.ApplicationSpec{}).ProtoReflect().Descriptor().Fields()
+	for _, p := range paths {
+		switch {
+		case p == "description", p == "labels", p == "spec", p == "environments":
+		case strings.HasPrefix(p, "spec.") && specFields.ByName(protoreflect.Name(strings.TrimPrefix(p, "spec."))) != nil:
+		default:
+			return nil, toStatus(&fieldError{"update_mask", fmt.Sprintf("%q cannot be updated: use description, labels, spec, spec.<field> or environments", p)})
+		}
+	}
+	for attempt := 0; ; attempt++ {
+		v, err := s.store.Application(ctx, in.GetName())
+		if err != nil {
+			return nil, toStatus(err)
+		}
+		app := proto.CloneOf(v.Value)
+		for _, p := range paths {
+			switch {
+			case p == "description":
+				app.Description = in.GetDescription()
+			case p == "labels":
+				app.Labels = in.GetLabels()
+			case p == "spec":
+				app.Spec = proto.CloneOf(in.GetSpec())
+			case p == "environments":
+				if err := replaceEnvironments(app, in.GetEnvironments()); err != nil {
+					return nil, toStatus(err)
+				}
+			default: // spec.<field>
+				if app.Spec == nil {
+					app.Spec = &deployerv1.ApplicationSpec{}
+				}
+				fd := specFields.ByName(protoreflect.Name(strings.TrimPrefix(p, "spec.")))
+				src, dst := in.GetSpec().ProtoReflect(), app.Spec.ProtoReflect()
+				if in.GetSpec() != nil && src.Has(fd) {
+					dst.Set(fd, src.Get(fd))
+				} else {
+					dst.Clear(fd)
+				}
+			}
+		}
+		if err := appspec.Validate(app); err != nil {
+			return nil, toStatus(err)
+		}
+		if _, err := s.driverFor(app.GetSpec()); err != nil {
+			return nil, toStatus(err)
+		}
+		app.UpdateTime = now()
+		if req.GetValidateOnly() {
+			return &deployerv1.UpdateApplicationResponse{Application: app}, nil
+		}
+		if _, err := s.store.UpdateApplication(ctx, app, v.Revision); errors.Is(err, store.ErrConflict) && attempt < 5 {
+			continue
+		} else if err != nil {
+			return nil, toStatus(err)
+		}
+		return &deployerv1.UpdateApplicationResponse{Application: app}, nil
+	}
+}
+
+// replaceEnvironments sets app's environments to want, keeping the status
+// of those that stay; one that serves or rolls out cannot go.
+func replaceEnvironments(app *deployerv1.Application, want []*deployerv1.Environment) error {
+	old := map[string]*deployerv1.Environment{}
+	for _, e := range environments(app) {
+		old[e.GetName()] = e
+	}
+	next := make([]*deployerv1.Environment, 0, len(want))
+	for _, w := range want {
+		e := proto.CloneOf(w)
+		e.Status = old[e.GetName()].GetStatus()
+		delete(old, e.GetName())
+		next = append(next, e)
+	}
+	for name, e := range old {
+		if e.GetStatus().GetCurrentRevision() != 0 || e.GetStatus().GetActiveRolloutId() != "" {
+			return fmt.Errorf("%w: environment %s serves revision %d; delete the application with force, or keep the environment",
+				errBusy, name, e.GetStatus().GetCurrentRevision())
+		}
+	}
+	app.Environments = next
+	environments(app)
+	return nil
+}
+
+// driverKind names a driver in the API.
+func driverKind(name string) deployerv1.DriverKind {
+	switch name {
+	case "docker":
+		return deployerv1.DriverKind_DRIVER_KIND_DOCKER
+	case "process":
+		return deployerv1.DriverKind_DRIVER_KIND_PROCESS
+	case "kubernetes":
+		return deployerv1.DriverKind_DRIVER_KIND_KUBERNETES
+	}
+	return deployerv1.DriverKind_DRIVER_KIND_UNSPECIFIED
 }

@@ -3,14 +3,17 @@ package deployer
 import (
 	"context"
 	"fmt"
+	"net"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	deployerv1 "github.com/opsuite/opsuite/gen/opsuite/deployer/v1"
+	hcv1 "github.com/opsuite/opsuite/gen/opsuite/healthchecker/v1"
 	"github.com/opsuite/opsuite/services/deployer/internal/driver"
 	"github.com/opsuite/opsuite/services/deployer/internal/rollout"
+	"github.com/opsuite/opsuite/services/deployer/internal/router"
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
@@ -52,20 +55,66 @@ func (s *Service) ListReplicas(ctx context.Context, req *deployerv1.ListReplicas
 		}
 	}
 	slices.SortFunc(resp.Replicas, func(a, b *deployerv1.Replica) int { return strings.Compare(a.GetId(), b.GetId()) })
+	s.annotate(ctx, req.GetApplication(), resp.GetReplicas())
 	return resp, nil
+}
+
+// annotate fills in what the runtime does not know: each replica's health
+// (its health-checker target) and whether the router sends it requests.
+func (s *Service) annotate(ctx context.Context, app string, reps []*deployerv1.Replica) {
+	if len(reps) == 0 {
+		return
+	}
+	backends := map[string]router.BackendState{}
+	s.mu.Lock()
+	for key, e := range s.envs {
+		if strings.HasPrefix(key, app+"/") {
+			for _, b := range e.router.Backends() {
+				backends[b.Addr] = b
+			}
+		}
+	}
+	s.mu.Unlock()
+	targets := map[string]hcv1.CheckState{}
+	listed := map[string]bool{}
+	for _, p := range reps {
+		if listed[p.GetEnvironment()] {
+			continue
+		}
+		listed[p.GetEnvironment()] = true
+		list, err := s.hc.ListTargets(ctx, &hcv1.ListTargetsRequest{Group: rollout.Group(app, p.GetEnvironment()), PageSize: 1000})
+		if err != nil {
+			continue // health unknown: left unspecified
+		}
+		for _, t := range list.GetTargets() {
+			targets[t.GetName()] = t.GetStatus().GetState()
+		}
+	}
+	for _, p := range reps {
+		if b, ok := backends[net.JoinHostPort(p.GetHostAddress(), strconv.Itoa(int(p.GetHostPort())))]; ok {
+			p.InRotation, p.Draining = b.Ready && !b.Draining, b.Draining
+		}
+		switch targets[p.GetHealthTarget()] {
+		case hcv1.CheckState_CHECK_STATE_PASSING, hcv1.CheckState_CHECK_STATE_WARNING:
+			p.Health = deployerv1.HealthState_HEALTH_STATE_HEALTHY
+		case hcv1.CheckState_CHECK_STATE_CRITICAL:
+			p.Health = deployerv1.HealthState_HEALTH_STATE_UNHEALTHY
+		case hcv1.CheckState_CHECK_STATE_PENDING:
+			p.Health = deployerv1.HealthState_HEALTH_STATE_PENDING
+		}
+	}
 }
 
 func replicaProto(kind string, r driver.Replica) *deployerv1.Replica {
 	p := &deployerv1.Replica{
 		Id: r.ID, Name: r.ID, Application: r.App, Environment: r.Environment, Revision: uint32(r.Revision),
 		Restarts: int32(r.Restarts), ExitCode: int32(r.ExitCode), Reason: r.Reason, HealthTarget: r.ID,
+		Driver: driverKind(kind),
 	}
 	switch kind {
 	case "docker":
-		p.Driver = deployerv1.DriverKind_DRIVER_KIND_DOCKER
 		p.DriverStatus = &deployerv1.Replica_Docker{Docker: &deployerv1.DockerReplicaStatus{ContainerId: r.RuntimeID, ContainerName: r.ID}}
 	case "process":
-		p.Driver = deployerv1.DriverKind_DRIVER_KIND_PROCESS
 		pid, _ := strconv.Atoi(r.RuntimeID)
 		p.DriverStatus = &deployerv1.Replica_Process{Process: &deployerv1.ProcessReplicaStatus{Pid: int32(pid)}}
 	}

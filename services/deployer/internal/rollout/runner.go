@@ -174,6 +174,8 @@ func (rn *Runner) Run(ctx context.Context, r *deployerv1.Rollout, newRev, oldRev
 				step.EndTime = timestamppb.New(rn.now())
 				r.CanaryWeight = step.GetWeight()
 				r.UpdatedReplicas, r.OldReplicas = step.GetNewReplicas(), step.GetOldReplicas()
+				// A step ends once its new replicas pass and take traffic.
+				r.ReadyReplicas = step.GetNewReplicas()
 				if r.GetCanaryWeight() > 0 {
 					startBackground()
 				}
@@ -249,7 +251,7 @@ func (rn *Runner) Run(ctx context.Context, r *deployerv1.Rollout, newRev, oldRev
 	}
 	if r.GetPhase() != deployerv1.RolloutPhase_ROLLOUT_PHASE_VERIFYING {
 		r.CurrentStepIndex = int32(len(r.GetSteps()))
-		r.CanaryWeight, r.UpdatedReplicas, r.OldReplicas = 100, r.GetDesiredReplicas(), 0
+		r.CanaryWeight, r.UpdatedReplicas, r.OldReplicas, r.ReadyReplicas = 100, r.GetDesiredReplicas(), 0, r.GetDesiredReplicas()
 	}
 	if err := rn.verify(parent, r, tr); err != nil {
 		if parent.Err() != nil {
