@@ -515,3 +515,45 @@ func TestCLI(t *testing.T) {
 	})
 	t.Logf("TestCLI took %s", time.Since(start).Round(time.Millisecond))
 }
+
+// TestCLIPipelineLocal runs a pipeline file with `pipeline run -f --local`:
+// the server's engine, no server; masked secrets; exit 1 on a failed run,
+// 2 on bad usage.
+func TestCLIPipelineLocal(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the built binary")
+	}
+	dir := t.TempDir()
+	c := &cliEnv{t: t, home: dir}
+	file := filepath.Join(dir, "p.yaml")
+	write := func(src string) {
+		if err := os.WriteFile(file, []byte(src), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(`name: local
+steps:
+  - name: hello
+    secrets: [deploy-key]
+    script: |
+      echo "hello $WHO"
+      echo "key=$DEPLOY_KEY"
+  - name: after
+    needs: [hello]
+    command: [sh, -c, "echo done"]
+`)
+	res := c.runEnv([]string{"OPSUITE_SECRET_DEPLOY_KEY=s3cr3t-value"}, "pipeline", "run", "-f", file, "--local", "--var", "WHO=world")
+	if res.code != 0 || !strings.Contains(res.stdout, "hello world") || !strings.Contains(res.stdout, "done") {
+		t.Fatalf("local run: exit %d\nstdout:\n%s\nstderr:\n%s", res.code, res.stdout, res.stderr)
+	}
+	if strings.Contains(res.stdout+res.stderr, "s3cr3t-value") {
+		t.Fatalf("the secret was printed:\n%s", res.stdout)
+	}
+	write("name: local\nsteps:\n  - {name: fails, command: [sh, -c, 'exit 3']}\n")
+	if res := c.run("pipeline", "run", "-f", file, "--local"); res.code != 1 {
+		t.Fatalf("failing local run: exit %d, want 1\n%s%s", res.code, res.stdout, res.stderr)
+	}
+	if res := c.run("pipeline", "run", "--local"); res.code != 2 {
+		t.Fatalf("--local without -f: exit %d, want 2\n%s", res.code, res.stderr)
+	}
+}
