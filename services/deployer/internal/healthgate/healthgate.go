@@ -29,9 +29,9 @@ var ErrUnhealthy = errors.New("replica unhealthy")
 type Gate struct {
 	client hcv1.HealthCheckerServiceClient
 	// StartupGrace is how long a replica that has not answered yet (its
-	// port refuses connections) may stay critical before it counts as
-	// failed: a slow start is not a broken release. An answer that fails
-	// (a 503, a failing command) counts at once.
+	// port refuses connections, or its checks time out) may stay critical
+	// before it counts as failed: a slow start is not a broken release. An
+	// answer that fails (a 503, a failing command) counts at once.
 	StartupGrace time.Duration
 }
 
@@ -43,9 +43,15 @@ func New(client hcv1.HealthCheckerServiceClient) *Gate {
 	return &Gate{client: client, StartupGrace: DefaultStartupGrace}
 }
 
-// notListening reports a check that failed because nothing listens yet.
+// notListening reports a check that failed because the replica does not
+// answer yet: nothing listens, or it is too busy starting to answer in time.
 func notListening(msg string) bool {
-	return strings.Contains(msg, "connection refused") || strings.Contains(msg, "connection reset")
+	for _, s := range []string{"connection refused", "connection reset", "timed out", "deadline exceeded", "i/o timeout"} {
+		if strings.Contains(msg, s) {
+			return true
+		}
+	}
+	return false
 }
 
 // Defaults for a replica's check when the spec leaves them out: quick, since

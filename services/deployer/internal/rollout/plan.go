@@ -51,6 +51,15 @@ type Input struct {
 // Plan returns the steps of a rollout and warnings a person should read.
 func Plan(in Input) ([]*deployerv1.PlannedStep, []string) {
 	p := &planner{in: in, newN: 0, oldN: in.Current}
+	if in.Current == 0 {
+		// A first deploy has no traffic to protect and nothing to compare
+		// with: every strategy starts all replicas at once (like Argo
+		// Rollouts' initial deploy) — canary steps, analysis and
+		// blue-green previews begin with the second revision.
+		p.weight = 100
+		p.scaleUp(in.Desired)
+		return p.steps, p.warnings
+	}
 	switch k := in.Strategy.GetKind().(type) {
 	case *deployerv1.Strategy_Recreate:
 		p.recreate()

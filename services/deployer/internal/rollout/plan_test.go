@@ -143,8 +143,16 @@ func TestCanaryFollowsWeights(t *testing.T) {
 }
 
 func TestFirstDeployStartsEverythingAtOnce(t *testing.T) {
-	steps, _ := Plan(Input{Strategy: rollingStrategy(1, 0), Desired: 5})
-	if len(steps) != 1 || steps[0].GetNewReplicas() != 5 {
-		t.Fatalf("first deploy: %v", steps)
+	canary := &deployerv1.Strategy{Kind: &deployerv1.Strategy_Canary{Canary: &deployerv1.CanaryStrategy{Steps: []*deployerv1.CanaryStep{
+		{Step: &deployerv1.CanaryStep_SetWeight{SetWeight: &deployerv1.SetWeightStep{Weight: 10}}},
+		{Step: &deployerv1.CanaryStep_Analysis{Analysis: &deployerv1.AnalysisStep{Analysis: &deployerv1.Analysis{}}}},
+		{Step: &deployerv1.CanaryStep_Pause{Pause: &deployerv1.PauseStep{}}},
+	}}}}
+	blueGreen := &deployerv1.Strategy{Kind: &deployerv1.Strategy_BlueGreen{BlueGreen: &deployerv1.BlueGreenStrategy{}}}
+	for name, st := range map[string]*deployerv1.Strategy{"rolling": rollingStrategy(1, 0), "canary": canary, "blue-green": blueGreen} {
+		steps, _ := Plan(Input{Strategy: st, Desired: 5})
+		if len(steps) != 1 || steps[0].GetNewReplicas() != 5 || steps[0].GetWeight() != 100 {
+			t.Fatalf("first deploy (%s): %v", name, steps)
+		}
 	}
 }

@@ -475,9 +475,10 @@ func TestStatsPerRevision(t *testing.T) {
 		t.Errorf("revision 1: %d requests, %d errors, %d in flight; want 10, 0, 0", s1.Requests, s1.Errors, s1.InFlight)
 	}
 	// Quantiles come from buckets 19% wide: they may read up to that much
-	// below the true latency.
-	assertBetween(t, "revision 1 p50", s1.P50, 16*time.Millisecond, 35*time.Millisecond)
-	assertBetween(t, "revision 1 p99", s1.P99, 16*time.Millisecond, 60*time.Millisecond)
+	// below the true latency. The upper bounds only catch a wrong unit: a
+	// loaded machine may delay any request (this is no speed test).
+	assertBetween(t, "revision 1 p50", s1.P50, 16*time.Millisecond, time.Second)
+	assertBetween(t, "revision 1 p99", s1.P99, 16*time.Millisecond, time.Second)
 	s2, _ := r.Stats(2)
 	if s2.Requests != 10 || s2.Errors != 4 || s2.ErrorRate() != 0.4 {
 		t.Errorf("revision 2: %d requests, %d errors (rate %.2f); want 10, 4 (0.40): a 404 is no error", s2.Requests, s2.Errors, s2.ErrorRate())
@@ -489,7 +490,8 @@ func TestStatsPerRevision(t *testing.T) {
 	if w.Requests != 5 || w.Errors != 0 {
 		t.Errorf("window: %d requests, %d errors; want 5, 0", w.Requests, w.Errors)
 	}
-	assertBetween(t, "window p50", w.P50, 48*time.Millisecond, 90*time.Millisecond)
+	// At least 60ms less a bucket: the window holds only the slow requests.
+	assertBetween(t, "window p50", w.P50, 48*time.Millisecond, time.Second)
 	if tot := r.Totals(); tot.Backend5xx != 4 || tot.Failed != 4 || tot.Requests != 25 {
 		t.Errorf("totals = %+v, want 25 requests, 4 failed with a backend 5xx", tot)
 	}

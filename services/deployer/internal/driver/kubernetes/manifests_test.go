@@ -2,6 +2,7 @@ package kubernetes_test
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"io"
 	"io/fs"
@@ -118,7 +119,7 @@ func (a *applier) apply(t testing.TB, m manifest, dryRun bool) error {
 	return err
 }
 
-func (a *applier) remove(t testing.TB, m manifest) {
+func (a *applier) remove(ctx context.Context, t testing.TB, m manifest) {
 	gvk := m.obj.GroupVersionKind()
 	mapping, err := a.mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
 	if err != nil {
@@ -128,7 +129,7 @@ func (a *applier) remove(t testing.TB, m manifest) {
 	if mapping.Scope.Name() == "namespace" {
 		ri = a.dyn.Resource(mapping.Resource).Namespace(m.obj.GetNamespace())
 	}
-	if err := ri.Delete(t.Context(), m.obj.GetName(), metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
+	if err := ri.Delete(ctx, m.obj.GetName(), metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
 		t.Errorf("remove %s %s: %v", m.obj.GetKind(), m.obj.GetName(), err)
 	}
 }
@@ -166,8 +167,10 @@ func TestManifestsPassServerSideDryRun(t *testing.T) {
 		}
 	}
 	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
 		for _, m := range slices.Backward(ms) {
-			a.remove(t, m)
+			a.remove(ctx, t, m)
 		}
 	})
 

@@ -1,7 +1,9 @@
 package kubernetes_test
 
 import (
+	"context"
 	"errors"
+	"maps"
 	"testing"
 	"time"
 
@@ -23,7 +25,11 @@ func foreignNamespace(t *testing.T, name string) {
 		t.Fatalf("create namespace %s: %v", name, err)
 	}
 	t.Cleanup(func() {
-		_ = suite.admin.CoreV1().Namespaces().Delete(t.Context(), name, metav1.DeleteOptions{})
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := suite.admin.CoreV1().Namespaces().Delete(ctx, name, metav1.DeleteOptions{}); err != nil {
+			t.Errorf("remove namespace %s: %v", name, err)
+		}
 	})
 }
 
@@ -90,7 +96,8 @@ func TestForeignObjectsAreNeverTouched(t *testing.T) {
 			t.Errorf("delete: %v", err)
 		}
 		now, err := suite.admin.AppsV1().Deployments(ns).Get(ctx, theirs.Name, metav1.GetOptions{})
-		if err != nil || now.Generation != theirs.Generation || len(now.Labels) != 1 || len(now.ManagedFields) != len(theirs.ManagedFields) {
+		if err != nil || now.Generation != theirs.Generation || !maps.Equal(now.Labels, theirs.Labels) ||
+			!maps.Equal(now.Spec.Template.Labels, theirs.Spec.Template.Labels) || hasManager(now.ManagedFields, k8sdriver.FieldManager) {
 			t.Errorf("foreign deployment changed or gone: %v", err)
 		}
 	})
@@ -150,4 +157,13 @@ func TestForeignObjectsAreNeverTouched(t *testing.T) {
 			t.Errorf("foreign deployments left: %d, want 3", len(all.Items))
 		}
 	})
+}
+
+func hasManager(fs []metav1.ManagedFieldsEntry, manager string) bool {
+	for _, f := range fs {
+		if f.Manager == manager {
+			return true
+		}
+	}
+	return false
 }

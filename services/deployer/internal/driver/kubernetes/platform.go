@@ -417,9 +417,13 @@ func (p *Platform) Switch(ctx context.Context, t Target, revision int64) error {
 	if err != nil {
 		return err
 	}
-	if d.Spec.Replicas != nil && d.Status.AvailableReplicas < *d.Spec.Replicas {
+	want := int32(1)
+	if d.Spec.Replicas != nil {
+		want = *d.Spec.Replicas
+	}
+	if want == 0 || d.Status.AvailableReplicas < want {
 		return fmt.Errorf("kubernetes: switch %s/%s to revision %d: %d of %d pods available: %w",
-			t.App, t.Environment, revision, d.Status.AvailableReplicas, *d.Spec.Replicas, ErrNotReady)
+			t.App, t.Environment, revision, d.Status.AvailableReplicas, want, ErrNotReady)
 	}
 	return p.route(ctx, t, slot, slot)
 }
