@@ -6,6 +6,7 @@ need=()
 command -v curl >/dev/null || need+=(curl)
 command -v git >/dev/null || need+=(git)
 command -v make >/dev/null || need+=(make)
+command -v openssl >/dev/null || need+=(openssl) # the Kubernetes harness's certificates
 if ((${#need[@]})); then
   if [[ $(id -u) -ne 0 ]]; then
     echo "install-deps: missing ${need[*]}; run as root or install them" >&2
