@@ -43,8 +43,8 @@ var operatorMethods = map[string]bool{
 	"PushMetrics": true, "PushMetricsStream": true,
 	// log-aggregator
 	"Ingest": true, "IngestStream": true,
-	// health-checker
-	"RunChecks": true,
+	// health-checker: running checks now, and TTL targets' heartbeats
+	"RunChecks": true, "Heartbeat": true,
 }
 
 // readPrefixes name the methods that only read.
