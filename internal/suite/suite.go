@@ -6,6 +6,8 @@ package suite
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -48,6 +50,7 @@ import (
 	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/test/bufconn"
 )
@@ -100,6 +103,11 @@ type Config struct {
 	// PipelineRunnerAddr is where the gateway reaches a pipeline-runner in
 	// another process.
 	PipelineRunnerAddr string
+	// TLSCert and TLSKey, when set, serve gRPC and HTTP over TLS only.
+	TLSCert, TLSKey string
+	// TLSCA verifies services in other processes; empty uses the system's
+	// roots. Set with TLS on both sides of split mode.
+	TLSCA string
 	// Auth is "on" (default: every call needs a token with the right role)
 	// or "off".
 	Auth string
@@ -145,6 +153,9 @@ func (c *Config) Validate() error {
 	}
 	if c.hasService() && c.NATSURL == "" && c.DataDir == "" {
 		return errors.New("data dir is required for the embedded NATS server (or give --nats-url)")
+	}
+	if (c.TLSCert == "") != (c.TLSKey == "") {
+		return errors.New("TLS needs both --tls-cert and --tls-key")
 	}
 	switch c.Auth {
 	case "":
@@ -267,6 +278,10 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, out io.Writer) error
 	var accessSvc *access.Service
 	var drainers []interface{ Drain() }
 	var grpcLis net.Listener
+	serverTLS, inprocTLS, remoteTLS, err := tlsConfigs(cfg)
+	if err != nil {
+		return err
+	}
 	// Two kinds of client connections: the gateway's carry each REST
 	// caller's own token; the services' carry the suite's credential (this
 	// process's internal secret in process, the service token across).
@@ -275,8 +290,15 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, out io.Writer) error
 	var inprocLis *bufconn.Listener
 	internalSecret := auth.NewSecret()
 	newClient := func(target string, opts ...grpc.DialOption) (*grpc.ClientConn, error) {
-		opts = append(opts, grpc.WithTransportCredentials(insecure.NewCredentials()),
-			grpc.WithStatsHandler(otelgrpc.NewClientHandler(otelgrpc.WithTracerProvider(tp))))
+		opts = append(opts, grpc.WithStatsHandler(otelgrpc.NewClientHandler(otelgrpc.WithTracerProvider(tp))))
+		switch {
+		case target == inprocTarget && inprocTLS != nil:
+			opts = append(opts, grpc.WithTransportCredentials(credentials.NewTLS(inprocTLS)))
+		case target != inprocTarget && remoteTLS != nil:
+			opts = append(opts, grpc.WithTransportCredentials(credentials.NewTLS(remoteTLS)))
+		default:
+			opts = append(opts, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		}
 		conn, err := grpc.NewClient(target, opts...)
 		if err != nil {
 			return nil, fmt.Errorf("gRPC client for %s: %w", target, err)
@@ -303,7 +325,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, out io.Writer) error
 	if cfg.hasService() || cfg.has(TargetGateway) {
 		// Large enough for a metrics batch of 100k series; REST bodies stay at
 		// the gateway's 4 MiB.
-		gcfg := grpcserver.Config{MaxRecvMsgSize: 64 << 20}
+		gcfg := grpcserver.Config{MaxRecvMsgSize: 64 << 20, TLS: serverTLS}
 		var tokens *auth.Store
 		if cfg.Auth == "on" {
 			if tokens, err = auth.Open(ctx, js, 1); err != nil {
@@ -340,10 +362,10 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, out io.Writer) error
 		// in-memory connection, through the same interceptors as outside callers.
 		inproc := bufconn.Listen(1 << 20)
 		dialer := grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return inproc.DialContext(ctx) })
-		if inprocConn, err = newClient("passthrough:///inprocess", dialer); err != nil {
+		if inprocConn, err = newClient(inprocTarget, dialer); err != nil {
 			return err
 		}
-		if inprocSvcConn, err = newClient("passthrough:///inprocess", dialer, grpc.WithPerRPCCredentials(bearer(internalSecret))); err != nil {
+		if inprocSvcConn, err = newClient(inprocTarget, dialer, grpc.WithPerRPCCredentials(bearer(internalSecret))); err != nil {
 			return err
 		}
 		inprocLis = inproc
@@ -565,12 +587,16 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, out io.Writer) error
 	if err != nil {
 		return fmt.Errorf("listen for HTTP on %s: %w", cfg.HTTPAddr, err)
 	}
-	httpSrv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+	httpSrv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn), TLSConfig: serverTLS}
 	g.Go(func() error {
 		if cfg.has(TargetGateway) {
 			ready.Set(gateway.Name, true)
 		}
-		if err := httpSrv.Serve(httpLis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		serve := httpSrv.Serve
+		if serverTLS != nil {
+			serve = func(l net.Listener) error { return httpSrv.ServeTLS(l, "", "") }
+		}
+		if err := serve(httpLis); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			return fmt.Errorf("HTTP server: %w", err)
 		}
 		return nil
@@ -581,9 +607,9 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, out io.Writer) error
 		fmt.Fprintf(out, "  gRPC:    %s\n", grpcLis.Addr())
 	}
 	if cfg.has(TargetGateway) {
-		fmt.Fprintf(out, "  REST:    http://%s/v1/  (OpenAPI: http://%s/openapi.json)\n", httpLis.Addr(), httpLis.Addr())
+		fmt.Fprintf(out, "  REST:    %s://%s/v1/  (OpenAPI: /openapi.json, dashboard: /ui/)\n", scheme(cfg), httpLis.Addr())
 	}
-	fmt.Fprintf(out, "  HTTP:    http://%s/metrics, /healthz, /readyz\n", httpLis.Addr())
+	fmt.Fprintf(out, "  HTTP:    %s://%s/metrics, /healthz, /readyz\n", scheme(cfg), httpLis.Addr())
 	if natsURL != "" {
 		fmt.Fprintf(out, "  NATS:    %s  (events on opsuite.>)\n", natsURL)
 	}
@@ -650,7 +676,7 @@ func runDemo(ctx context.Context, cfg Config, conn *grpc.ClientConn, log *slog.L
 	opts := demo.Options{
 		Out:       filepath.Join(dataDirOf(cfg), "demo"),
 		Docker:    cfg.Docker == "on" || (cfg.Docker == "auto" && demo.DockerAnswers(ctx)),
-		Dashboard: "http://" + cfg.HTTPAddr + "/ui/",
+		Dashboard: scheme(cfg) + "://" + cfg.HTTPAddr + "/ui/",
 	}
 	err := demo.Run(ctx, demo.Clients{
 		Deployer:       deployerv1.NewDeployerServiceClient(conn),
@@ -663,6 +689,56 @@ func runDemo(ctx context.Context, cfg Config, conn *grpc.ClientConn, log *slog.L
 	}
 }
 
+func scheme(cfg Config) string {
+	if cfg.TLSCert != "" {
+		return "https"
+	}
+	return "http"
+}
+
+// inprocTarget names the in-memory connection between the components of
+// one process.
+const inprocTarget = "passthrough:///inprocess"
+
+// tlsConfigs builds the server's TLS (nil without a certificate), the
+// in-process clients' (trusting exactly the server's certificate) and the
+// clients' of services in other processes (the CA file, or the system's
+// roots when this process serves TLS; nil otherwise).
+func tlsConfigs(cfg Config) (server, inproc, remote *tls.Config, err error) {
+	if cfg.TLSCert != "" {
+		cert, err := tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey)
+		if err != nil {
+			return nil, nil, nil, fmt.Errorf("TLS certificate: %w", err)
+		}
+		server = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+		leaf, err := x509.ParseCertificate(cert.Certificate[0])
+		if err != nil {
+			return nil, nil, nil, fmt.Errorf("TLS certificate: %w", err)
+		}
+		pool := x509.NewCertPool()
+		pool.AddCert(leaf)
+		name := leaf.Subject.CommonName
+		if len(leaf.DNSNames) > 0 {
+			name = leaf.DNSNames[0]
+		}
+		inproc = &tls.Config{RootCAs: pool, ServerName: name, MinVersion: tls.VersionTLS12}
+	}
+	if cfg.TLSCA != "" {
+		pem, err := os.ReadFile(cfg.TLSCA)
+		if err != nil {
+			return nil, nil, nil, fmt.Errorf("TLS CA: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, nil, nil, fmt.Errorf("TLS CA %s holds no PEM certificate", cfg.TLSCA)
+		}
+		remote = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	} else if server != nil {
+		remote = &tls.Config{MinVersion: tls.VersionTLS12}
+	}
+	return server, inproc, remote, nil
+}
+
 // bearer is a per-call credential for the suite's own calls.
 type bearer string
 
@@ -671,6 +747,8 @@ func (b bearer) GetRequestMetadata(context.Context, ...string) (map[string]strin
 }
 
 func (bearer) RequireTransportSecurity() bool { return false }
+
+var _ credentials.PerRPCCredentials = bearer("")
 
 // dataDirOf is where services keep local files: the data dir, or the
 // working directory when running against an external NATS without one.

@@ -6,6 +6,7 @@ package grpcserver
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"log/slog"
 	"runtime/debug"
@@ -16,6 +17,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
@@ -28,6 +30,8 @@ type Config struct {
 	MaxRecvMsgSize int
 	// Auth, when set, runs before every handler (after recovery and logging).
 	Auth Interceptors
+	// TLS, when set, serves gRPC over TLS only.
+	TLS *tls.Config
 }
 
 // Interceptors is a unary and stream interceptor pair.
@@ -79,12 +83,16 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	if deps.TracerProvider != nil {
 		otelOpts = append(otelOpts, otelgrpc.WithTracerProvider(deps.TracerProvider))
 	}
-	gs := grpc.NewServer(
+	opts := []grpc.ServerOption{
 		grpc.StatsHandler(otelgrpc.NewServerHandler(otelOpts...)),
 		grpc.ChainUnaryInterceptor(unary...),
 		grpc.ChainStreamInterceptor(stream...),
 		grpc.MaxRecvMsgSize(maxRecv),
-	)
+	}
+	if cfg.TLS != nil {
+		opts = append(opts, grpc.Creds(credentials.NewTLS(cfg.TLS)))
+	}
+	gs := grpc.NewServer(opts...)
 	hs := health.NewServer()
 	// Overall server status stays NOT_SERVING until the suite marks it ready.
 	hs.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
