@@ -52,18 +52,7 @@ func TestFiringAlertRollsBackARollout(t *testing.T) {
 	if r.Phase != "ROLLOUT_PHASE_ROLLED_BACK" || !strings.Contains(r.Message, "ShopErrors") || r.ToRevision != 2 {
 		t.Fatalf("v2 with a firing alert: %+v; want rolled back naming the alert", r)
 	}
-	var app struct {
-		Application struct {
-			Environments []struct {
-				Status struct {
-					Endpoint        string `json:"endpoint"`
-					CurrentRevision int    `json:"current_revision"`
-				} `json:"status"`
-			} `json:"environments"`
-		} `json:"application"`
-	}
-	restJSON(t, "GET", api+"/v1/applications/shop", "", &app)
-	if st := app.Application.Environments[0].Status; st.CurrentRevision != 1 || getBody(t, st.Endpoint) != "v1" {
+	if st := envStatusREST(t, api, "shop"); st.CurrentRevision != 1 || getBody(t, st.Endpoint) != "v1" {
 		t.Fatalf("after the rollback: %+v", st)
 	}
 }

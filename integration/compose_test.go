@@ -93,17 +93,7 @@ func TestComposeOnEngine(t *testing.T) {
 	if r.Phase != "ROLLOUT_PHASE_SUCCEEDED" {
 		t.Fatalf("deploy through compose: %+v\n%s", r, compose("logs", "--tail", "40", "deployer", "healthchecker"))
 	}
-	var got struct {
-		Application struct {
-			Environments []struct {
-				Status struct {
-					Endpoint string `json:"endpoint"`
-				} `json:"status"`
-			} `json:"environments"`
-		} `json:"application"`
-	}
-	restJSON(t, "GET", api+"/v1/applications/shop", "", &got)
-	if body := getBody(t, got.Application.Environments[0].Status.Endpoint); body != "v1" {
+	if body := getBody(t, envStatusREST(t, api, "shop").Endpoint); body != "v1" {
 		t.Fatalf("the deployed app answers %q, want v1", body)
 	}
 	if code := restJSON(t, "DELETE", api+"/v1/applications/shop?force=true", "", nil); code != http.StatusOK {

@@ -129,18 +129,9 @@ func TestDashboardInBrowser(t *testing.T) {
 		t.Fatalf("after promote: %+v", got.Rollout)
 	}
 	// Traffic through the router: v2 serves, and the chart has requests to show.
-	var app struct {
-		Application struct {
-			Environments []struct {
-				Status struct {
-					Endpoint string `json:"endpoint"`
-				} `json:"status"`
-			} `json:"environments"`
-		} `json:"application"`
-	}
-	restJSON(t, "GET", api+"/v1/applications/shop", "", &app)
+	endpoint := envStatusREST(t, api, "shop").Endpoint
 	for i := 0; i < 30; i++ {
-		if body := getBody(t, app.Application.Environments[0].Status.Endpoint); body != "v2" {
+		if body := getBody(t, endpoint); body != "v2" {
 			t.Fatalf("after promote the router serves %q, want v2", body)
 		}
 	}
@@ -152,7 +143,7 @@ func TestDashboardInBrowser(t *testing.T) {
 		document.querySelector('[data-testid="rollout-phase"]')?.dataset.phase === 'ROLLOUT_PHASE_SUCCEEDED' &&
 		document.querySelector('[data-testid="current-revision"]')?.textContent === 'r1'`, 30*time.Second)
 	b.screenshot("rolled-back")
-	if body := getBody(t, app.Application.Environments[0].Status.Endpoint); body != "v1" {
+	if body := getBody(t, endpoint); body != "v1" {
 		t.Fatalf("after the rollback the router serves %q, want v1", body)
 	}
 

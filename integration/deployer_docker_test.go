@@ -110,17 +110,7 @@ func TestDeployerOnDockerSurvivesSIGKILL(t *testing.T) {
 	if got := containersByRevision(t, "shop"); len(got) != 1 || got["2"] != 2 {
 		t.Fatalf("containers by revision after the restart: %v, want exactly 2 of revision 2", got)
 	}
-	var app struct {
-		Application struct {
-			Environments []struct {
-				Status struct {
-					Endpoint string `json:"endpoint"`
-				} `json:"status"`
-			} `json:"environments"`
-		} `json:"application"`
-	}
-	restJSON(t, "GET", api+"/v1/applications/shop", "", &app)
-	endpoint := app.Application.Environments[0].Status.Endpoint
+	endpoint := envStatusREST(t, api, "shop").Endpoint
 	if got := getBody(t, endpoint); got != "v2" {
 		t.Fatalf("serves %q, want v2", got)
 	}

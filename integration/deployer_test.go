@@ -107,18 +107,7 @@ func TestDeployerThroughREST(t *testing.T) {
 	if r.Phase != "ROLLOUT_PHASE_SUCCEEDED" {
 		t.Fatalf("v1: %+v", r)
 	}
-	var app struct {
-		Application struct {
-			Environments []struct {
-				Status struct {
-					Endpoint        string `json:"endpoint"`
-					CurrentRevision int    `json:"current_revision"`
-				} `json:"status"`
-			} `json:"environments"`
-		} `json:"application"`
-	}
-	restJSON(t, "GET", api+"/v1/applications/shop", "", &app)
-	endpoint := app.Application.Environments[0].Status.Endpoint
+	endpoint := envStatusREST(t, api, "shop").Endpoint
 	if got := getBody(t, endpoint); got != "v1" {
 		t.Fatalf("router at %s serves %q, want v1", endpoint, got)
 	}
@@ -174,4 +163,26 @@ func getBodyOrEmpty(url string) string {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return string(b)
+}
+
+// envStatus is the part of an environment's status the tests read.
+type envStatus struct {
+	Endpoint        string `json:"endpoint"`
+	CurrentRevision int    `json:"current_revision"`
+}
+
+// envStatusREST reads the first environment's status of an application.
+func envStatusREST(t *testing.T, api, app string) envStatus {
+	t.Helper()
+	var got struct {
+		Application struct {
+			Environments []struct {
+				Status envStatus `json:"status"`
+			} `json:"environments"`
+		} `json:"application"`
+	}
+	if code := restJSON(t, "GET", api+"/v1/applications/"+app, "", &got); code != http.StatusOK || len(got.Application.Environments) == 0 {
+		t.Fatalf("get application %s: HTTP %d, %d environments", app, code, len(got.Application.Environments))
+	}
+	return got.Application.Environments[0].Status
 }
