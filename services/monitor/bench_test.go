@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"runtime/metrics"
 	"slices"
 	"strconv"
 	"sync"
@@ -16,16 +17,26 @@ import (
 	"github.com/opsuite/opsuite/services/monitor/internal/ingest"
 	"github.com/opsuite/opsuite/services/monitor/internal/tsstore"
 	"github.com/prometheus/prometheus/model/labels"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/encoding"
+	"google.golang.org/grpc/mem"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 )
 
-// columnar builds a batch of n series (3 labels each) with one sample at ts.
-func columnar(n int, ts int64) *monitorv1.SampleBatch {
+// columnar builds a batch of n series (3 labels each) with one sample at ts;
+// gen, when not zero, makes the series new ones (their host and pod values
+// carry it).
+func columnar(n int, ts int64, gen int) *monitorv1.SampleBatch {
 	b := &monitorv1.SampleBatch{Symbols: []string{"", "__name__", "bench_metric", "host", "region", "pod"}}
 	b.Symbols = append(b.Symbols, "eu", "us")
 	base := uint32(len(b.Symbols))
+	suffix := ""
+	if gen != 0 {
+		suffix = "-" + strconv.Itoa(gen)
+	}
 	for i := range n {
-		b.Symbols = append(b.Symbols, "h"+strconv.Itoa(i), "p"+strconv.Itoa(i))
+		b.Symbols = append(b.Symbols, "h"+strconv.Itoa(i)+suffix, "p"+strconv.Itoa(i)+suffix)
 		b.Series = append(b.Series, &monitorv1.SeriesSamples{
 			LabelRefs:    []uint32{1, 2, 3, base + uint32(2*i), 5, base + uint32(2*i+1), 4, 6 + uint32(i%2)},
 			TimestampsMs: []int64{ts}, Values: []float64{rand.Float64()},
@@ -34,15 +45,51 @@ func columnar(n int, ts int64) *monitorv1.SampleBatch {
 	return b
 }
 
-// BenchmarkIngest compares PushMetrics over gRPC (bufconn, columnar batch)
-// with direct appends to the TSDB, per sample.
+// rawPush is a PushMetricsRequest already encoded by the client.
+type rawPush []byte
+
+// rawCodec sends rawPush as it is and everything else with the proto codec,
+// as an agent that encodes its batches itself would.
+type rawCodec struct{}
+
+func (rawCodec) Marshal(v any) (mem.BufferSlice, error) {
+	if r, ok := v.(rawPush); ok {
+		return mem.BufferSlice{mem.SliceBuffer(r)}, nil
+	}
+	return encoding.GetCodecV2("proto").Marshal(v)
+}
+
+func (rawCodec) Unmarshal(data mem.BufferSlice, v any) error {
+	return encoding.GetCodecV2("proto").Unmarshal(data, v)
+}
+
+func (rawCodec) Name() string { return "proto" }
+
+// BenchmarkIngest measures PushMetrics over gRPC (bufconn, columnar batch,
+// one sample per series per batch), per sample, beside direct appends to
+// the TSDB:
+//
+//   - grpc/existing: pushes to series the store has (the steady state of an
+//     agent); the batches are built and encoded before the timer (their
+//     cost is reported as client-encode-ms per batch), so the timing is the
+//     gRPC call: transport, server decode, validation, appends, commit;
+//   - grpc/new: every batch brings series never seen (series creation);
+//   - grpc-marshal/existing: as grpc/existing with the client's
+//     proto.Marshal of the SampleBatch message inside the timing;
+//   - grpc-2clients: two clients each pushing half of the series;
+//   - direct: appends by labels to the same TSDB, no gRPC, no decoding.
 func BenchmarkIngest(b *testing.B) {
 	for _, n := range []int{10_000, 100_000} {
-		b.Run(fmt.Sprintf("grpc/series=%d", n), func(b *testing.B) {
+		b.Run(fmt.Sprintf("grpc/existing/series=%d", n), func(b *testing.B) { benchRawPush(b, n, false) })
+		if n <= 10_000 {
+			// At 100k, twenty batches of new series would hold 2M series.
+			b.Run(fmt.Sprintf("grpc/new/series=%d", n), func(b *testing.B) { benchRawPush(b, n, true) })
+		}
+		b.Run(fmt.Sprintf("grpc-marshal/existing/series=%d", n), func(b *testing.B) {
 			e := newEnv(b)
 			c := e.start(b, monitor.Config{}).client
 			ts := time.Now().UnixMilli()
-			batch := columnar(n, ts)
+			batch := columnar(n, ts, 0)
 			// Create the series once, as a long-running agent would have.
 			if _, err := c.PushMetrics(context.Background(), &monitorv1.PushMetricsRequest{Batch: batch}); err != nil {
 				b.Fatal(err)
@@ -65,7 +112,7 @@ func BenchmarkIngest(b *testing.B) {
 			e := newEnv(b)
 			c := e.start(b, monitor.Config{}).client
 			ts := time.Now().UnixMilli()
-			halves := [2]*monitorv1.SampleBatch{columnar(n/2, ts), columnar(n/2, ts)}
+			halves := [2]*monitorv1.SampleBatch{columnar(n/2, ts, 0), columnar(n/2, ts, 0)}
 			halves[1].Symbols[2] = "bench_metric_b"
 			for _, h := range halves {
 				if _, err := c.PushMetrics(context.Background(), &monitorv1.PushMetricsRequest{Batch: h}); err != nil {
@@ -127,8 +174,52 @@ func BenchmarkIngest(b *testing.B) {
 	}
 }
 
+// benchRawPush pushes b.N batches of n series encoded before the timer.
+func benchRawPush(b *testing.B, n int, newSeries bool) {
+	e := newEnv(b)
+	inst := e.start(b, monitor.Config{})
+	ts := time.Now().UnixMilli()
+	if !newSeries {
+		if _, err := inst.client.PushMetrics(context.Background(), &monitorv1.PushMetricsRequest{Batch: columnar(n, ts, 0)}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	encStart := time.Now()
+	batches := make([]rawPush, b.N)
+	for i := range batches {
+		gen := 0
+		if newSeries {
+			gen = i + 1
+		}
+		raw, err := proto.Marshal(&monitorv1.PushMetricsRequest{Batch: columnar(n, ts+int64(i)+1, gen)})
+		if err != nil {
+			b.Fatal(err)
+		}
+		batches[i] = raw
+	}
+	encode := time.Since(encStart)
+	var resp monitorv1.PushMetricsResponse
+	b.ResetTimer()
+	for i := range b.N {
+		if err := inst.conn.Invoke(context.Background(), monitorv1.MonitorService_PushMetrics_FullMethodName, batches[i], &resp,
+			grpc.ForceCodecV2(rawCodec{})); err != nil {
+			b.Fatal(err)
+		}
+		if resp.GetAccepted() != uint64(n) {
+			b.Fatalf("accepted %d of %d: %v", resp.GetAccepted(), n, resp.GetRejections())
+		}
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(n)*float64(b.N)/b.Elapsed().Seconds(), "samples/s")
+	b.ReportMetric(float64(encode.Microseconds())/1000/float64(b.N), "client-encode-ms")
+}
+
 // BenchmarkRuleEval measures one evaluation of a threshold rule's PromQL
-// over 1k and 10k series.
+// (the expression a ThresholdCondition compiles to) over 1k, 10k and 100k
+// series. Run it with -benchtime=300x or more: with fewer evaluations the
+// p99 is the slowest one. Beside the percentiles it reports the share of
+// evaluations a garbage collection cycle overlapped and the p50/p99 of the
+// others, which tells the collector's part of the tail from the rest.
 func BenchmarkRuleEval(b *testing.B) {
 	for _, n := range []int{1_000, 10_000, 100_000} {
 		b.Run(fmt.Sprintf("series=%d", n), func(b *testing.B) {
@@ -149,10 +240,10 @@ func BenchmarkRuleEval(b *testing.B) {
 				}
 			}
 			expr := `last_over_time(load{app="shop"}[15s]) > 90`
-			var ds []time.Duration
+			lat := newLatencies()
 			b.ResetTimer()
 			for b.Loop() {
-				start := time.Now()
+				t0 := lat.start()
 				q, err := db.Engine().NewInstantQuery(context.Background(), db.Queryable(), nil, expr, now)
 				if err != nil {
 					b.Fatal(err)
@@ -161,11 +252,123 @@ func BenchmarkRuleEval(b *testing.B) {
 					b.Fatal(r.Err)
 				}
 				q.Close()
-				ds = append(ds, time.Since(start))
+				lat.done(t0)
 			}
-			percentiles(b, ds)
+			b.StopTimer()
+			lat.report(b)
 		})
 	}
+}
+
+// BenchmarkRuleEvalDuringIngest measures the rule of BenchmarkRuleEval at
+// 1k series as the monitor's rule evaluation runs it, alone and while a
+// client pushes 10k-series batches to the same monitor without pause: what
+// ingestion (its CPU, its locks in the store, its garbage) adds to the
+// evaluation's tail.
+func BenchmarkRuleEvalDuringIngest(b *testing.B) {
+	for _, ingesting := range []bool{false, true} {
+		b.Run(fmt.Sprintf("ingesting=%v", ingesting), func(b *testing.B) {
+			e := newEnv(b)
+			inst := e.start(b, monitor.Config{})
+			c := inst.client
+			ctx := context.Background()
+			now := time.Now()
+			load := &monitorv1.SampleBatch{Symbols: []string{"", "__name__", "load", "host", "app", "shop"}}
+			for j := range 1000 {
+				load.Symbols = append(load.Symbols, "h"+strconv.Itoa(j))
+				ser := &monitorv1.SeriesSamples{LabelRefs: []uint32{1, 2, 4, 5, 3, uint32(len(load.Symbols) - 1)}}
+				for k := range 10 {
+					ser.TimestampsMs = append(ser.TimestampsMs, now.Add(time.Duration(k-10)*time.Second).UnixMilli())
+					ser.Values = append(ser.Values, float64(j%100))
+				}
+				load.Series = append(load.Series, ser)
+			}
+			if _, err := c.PushMetrics(ctx, &monitorv1.PushMetricsRequest{Batch: load}); err != nil {
+				b.Fatal(err)
+			}
+			stop := make(chan struct{})
+			var wg sync.WaitGroup
+			if ingesting {
+				batch := columnar(10_000, now.UnixMilli(), 0)
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for i := int64(0); ; i++ {
+						select {
+						case <-stop:
+							return
+						default:
+						}
+						for _, s := range batch.Series {
+							s.TimestampsMs[0] = now.UnixMilli() + i
+						}
+						if _, err := c.PushMetrics(ctx, &monitorv1.PushMetricsRequest{Batch: batch}); err != nil {
+							b.Error(err)
+							return
+						}
+					}
+				}()
+			}
+			lat := newLatencies()
+			b.ResetTimer()
+			for b.Loop() {
+				t0 := lat.start()
+				vec, err := inst.svc.EvalRuleExpr(ctx, `last_over_time(load{app="shop"}[15s]) > 90`, now)
+				if err != nil {
+					b.Fatal(err)
+				}
+				lat.done(t0)
+				if len(vec) != 90 {
+					b.Fatalf("%d series, want 90", len(vec))
+				}
+			}
+			b.StopTimer()
+			close(stop)
+			wg.Wait()
+			lat.report(b)
+		})
+	}
+}
+
+// latencies records how long operations took and whether a garbage
+// collection cycle overlapped each.
+type latencies struct {
+	all, noGC []time.Duration
+	gc        []metrics.Sample
+	cycles    uint64
+}
+
+func newLatencies() *latencies {
+	return &latencies{gc: []metrics.Sample{{Name: "/gc/cycles/total:gc-cycles"}}}
+}
+
+// start notes the collector's cycle count before an operation.
+func (l *latencies) start() time.Time {
+	metrics.Read(l.gc)
+	l.cycles = l.gc[0].Value.Uint64()
+	return time.Now()
+}
+
+// done records the operation started at t0.
+func (l *latencies) done(t0 time.Time) {
+	d := time.Since(t0)
+	l.all = append(l.all, d)
+	if metrics.Read(l.gc); l.gc[0].Value.Uint64() == l.cycles {
+		l.noGC = append(l.noGC, d)
+	}
+}
+
+// report gives p50/p99 of all operations, the share a collection cycle
+// overlapped, and p50/p99 of the others.
+func (l *latencies) report(b *testing.B) {
+	percentiles(b, l.all)
+	if len(l.all) == 0 || len(l.noGC) == 0 {
+		return
+	}
+	b.ReportMetric(100*float64(len(l.all)-len(l.noGC))/float64(len(l.all)), "gc-overlap-%")
+	slices.Sort(l.noGC)
+	b.ReportMetric(float64(l.noGC[len(l.noGC)/2].Microseconds())/1000, "nogc-p50-ms")
+	b.ReportMetric(float64(l.noGC[min(len(l.noGC)-1, len(l.noGC)*99/100)].Microseconds())/1000, "nogc-p99-ms")
 }
 
 // percentiles reports the median and p99 of ds in milliseconds.

@@ -95,7 +95,7 @@ func (s *Service) PushMetricsStream(stream monitorv1.MonitorService_PushMetricsS
 		if err != nil {
 			return err
 		}
-		series, err := d.DecodeBatch(fmt.Sprintf("batch(message %d)", batches), msg.GetBatch(), time.Now().UnixMilli())
+		series, err := d.DecodeBatch(streamPrefix(batches), msg.GetBatch(), time.Now().UnixMilli())
 		if err != nil {
 			return toStatus(err)
 		}
@@ -107,6 +107,9 @@ func (s *Service) PushMetricsStream(stream monitorv1.MonitorService_PushMetricsS
 		batches++
 	}
 }
+
+// streamPrefix names the batch of a stream's message in errors.
+func streamPrefix(message uint64) string { return fmt.Sprintf("batch(message %d)", message) }
 
 func rejections(r ingest.Result) []*monitorv1.SampleRejection {
 	out := make([]*monitorv1.SampleRejection, 0, len(r.Rejections))

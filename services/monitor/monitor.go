@@ -203,8 +203,13 @@ func New(cfg Config, deps Deps) (*Service, error) {
 }
 
 // Register adds the service to a gRPC server.
+//
+// PushMetrics and PushMetricsStream are registered with handlers that take
+// the request's bytes as they arrived and decode the columnar batch straight
+// from them (ingest.Decoder.DecodeWire), instead of unmarshalling a message
+// per series first; see wire.go.
 func (s *Service) Register(r grpc.ServiceRegistrar) {
-	monitorv1.RegisterMonitorServiceServer(r, s)
+	r.RegisterService(wireServiceDesc(), s)
 }
 
 // Ready is closed once the store is open and state restored.

@@ -12,9 +12,14 @@ package ingest
 import (
 	"errors"
 	"fmt"
-	"github.com/prometheus/common/model"
+	"maps"
 	"math"
+	"slices"
+	"sync/atomic"
 	"unicode/utf8"
+
+	"github.com/cespare/xxhash/v2"
+	"github.com/prometheus/common/model"
 
 	monitorv1 "github.com/opsuite/opsuite/gen/opsuite/monitor/v1"
 	"github.com/opsuite/opsuite/pkg/validation"
@@ -39,8 +44,12 @@ type Series struct {
 	Type, Help, Unit string
 	// Ref is the store's reference of the series when known (0 otherwise).
 	Ref storage.SeriesRef
-	// key is the RefCache key of a batch series (0 for none).
-	key uint64
+	// key is the RefCache key of a batch series (0 for none) and pairs the
+	// encoding of its pushed pairs, set when the cache should learn it.
+	key   uint64
+	pairs string
+	// slot, when not nil, is where a batch shape keeps the series' ref.
+	slot *atomic.Uint64
 }
 
 // Field is the path of the series in the request, e.g. "batch.series[3]".
@@ -52,6 +61,10 @@ type Decoder struct {
 	b     labels.ScratchBuilder
 	names map[string]struct{}
 	cache *RefCache
+	// hashes are the symbol hashes of the batch being decoded.
+	hashes []uint64
+	// w is the state of the wire decoder (wire.go).
+	w wireState
 }
 
 // NewDecoder returns a Decoder; cache, when not nil, remembers series seen
@@ -112,7 +125,9 @@ func (d *Decoder) sampleLabels(verr *validation.Error, field string, s *monitorv
 	}
 	d.b.Reset()
 	d.b.Add(model.MetricNameLabel, s.GetName())
-	for k, v := range s.GetLabels() {
+	// In name order, so the errors of a request are always the same.
+	for _, k := range slices.Sorted(maps.Keys(s.GetLabels())) {
+		v := s.GetLabels()[k]
 		if !validLabelName(k) {
 			verr.Add(fmt.Sprintf("%s.labels[%q]", field, k), "label name must match [a-zA-Z_][a-zA-Z0-9_]* and not start with __")
 			ok = false
@@ -148,15 +163,25 @@ func (d *Decoder) decodeBatch(verr *validation.Error, prefix string, b *monitorv
 		}
 	}
 	n := uint32(len(syms))
+	if d.cache != nil {
+		d.hashes = d.hashes[:0]
+		for _, sym := range syms {
+			d.hashes = append(d.hashes, xxhash.Sum64String(sym))
+		}
+	}
 	for i, ser := range b.GetSeries() {
 		if len(verr.Fields) >= maxProblems {
 			break
 		}
 		refs := ser.GetLabelRefs()
+		var key uint64
 		if d.cache != nil && len(refs)%2 == 0 && len(ser.GetTimestampsMs()) == len(ser.GetValues()) && ser.GetHelpRef() < n && ser.GetUnitRef() < n {
-			if key, ok := pairsKey(syms, refs); ok {
-				if ls, ref, hit := d.cache.lookup(key, syms, refs); hit {
-					out = append(out, d.batchSeries(prefix, i, ser, syms, ls, ref, key, now))
+			if k, ok := d.refsKey(refs, n); ok {
+				key = k
+				if e, hit := lookup(d.cache, key, syms, refs); hit {
+					s := d.batchSeries(prefix, i, ser, syms, e.lbls, e.ref, now)
+					s.key, s.pairs = key, e.pairs
+					out = append(out, s)
 					continue
 				}
 			}
@@ -216,17 +241,17 @@ func (d *Decoder) decodeBatch(verr *validation.Error, prefix string, b *monitorv
 			continue
 		}
 		d.b.Sort()
-		var key uint64
-		if d.cache != nil {
-			key, _ = pairsKey(syms, refs)
+		s := d.batchSeries(prefix, i, ser, syms, d.b.Labels(), 0, now)
+		if key != 0 {
+			s.key, s.pairs = key, pairsEncoding(func(r uint32) string { return syms[r] }, refs)
 		}
-		out = append(out, d.batchSeries(prefix, i, ser, syms, d.b.Labels(), 0, key, now))
+		out = append(out, s)
 	}
 	return out
 }
 
 // batchSeries builds the Series of a validated batch entry.
-func (d *Decoder) batchSeries(prefix string, i int, ser *monitorv1.SeriesSamples, syms []string, ls labels.Labels, ref storage.SeriesRef, key uint64, now int64) Series {
+func (d *Decoder) batchSeries(prefix string, i int, ser *monitorv1.SeriesSamples, syms []string, ls labels.Labels, ref storage.SeriesRef, now int64) Series {
 	ts := ser.GetTimestampsMs()
 	vs := ser.GetValues()
 	for k := range vs {
@@ -244,7 +269,7 @@ func (d *Decoder) batchSeries(prefix string, i int, ser *monitorv1.SeriesSamples
 		}
 		ts = cp
 	}
-	s := Series{Labels: ls, Prefix: prefix + ".series", Index: i, T: ts, V: vs, Type: metricType(ser.GetType()), Ref: ref, key: key}
+	s := Series{Labels: ls, Prefix: prefix + ".series", Index: i, T: ts, V: vs, Type: metricType(ser.GetType()), Ref: ref}
 	if r := ser.GetHelpRef(); r != 0 {
 		s.Help = syms[r]
 	}
@@ -252,6 +277,19 @@ func (d *Decoder) batchSeries(prefix string, i int, ser *monitorv1.SeriesSamples
 		s.Unit = syms[r]
 	}
 	return s
+}
+
+// refsKey is the cache key of pairs over the batch's symbol hashes; ok is
+// false when an index is out of range.
+func (d *Decoder) refsKey(refs []uint32, n uint32) (uint64, bool) {
+	h := uint64(keySeed)
+	for _, r := range refs {
+		if r >= n {
+			return 0, false
+		}
+		h = keyHash(h, d.hashes[r])
+	}
+	return finishKey(h), true
 }
 
 func hasZero(ts []int64) bool {
@@ -287,8 +325,10 @@ func metricType(t monitorv1.MetricType) string {
 }
 
 // ValidMetricName reports whether s matches [a-zA-Z_:][a-zA-Z0-9_:]*.
-func ValidMetricName(s string) bool {
-	if s == "" {
+func ValidMetricName(s string) bool { return validMetricName(s) }
+
+func validMetricName[S []byte | string](s S) bool {
+	if len(s) == 0 {
 		return false
 	}
 	for i := 0; i < len(s); i++ {
@@ -302,8 +342,10 @@ func ValidMetricName(s string) bool {
 }
 
 // ValidLabelName reports whether s matches [a-zA-Z_][a-zA-Z0-9_]*.
-func ValidLabelName(s string) bool {
-	if s == "" {
+func ValidLabelName(s string) bool { return anyLabelName(s) }
+
+func anyLabelName[S []byte | string](s S) bool {
+	if len(s) == 0 {
 		return false
 	}
 	for i := 0; i < len(s); i++ {
@@ -317,8 +359,8 @@ func ValidLabelName(s string) bool {
 }
 
 // validLabelName is ValidLabelName without the reserved "__" prefix.
-func validLabelName(s string) bool {
-	return ValidLabelName(s) && !(len(s) >= 2 && s[0] == '_' && s[1] == '_')
+func validLabelName[S []byte | string](s S) bool {
+	return anyLabelName(s) && !(len(s) >= 2 && s[0] == '_' && s[1] == '_')
 }
 
 // Rejection counts samples the store refused for one reason.
@@ -377,7 +419,10 @@ func Append(app storage.Appender, series []Series, cache *RefCache) (Result, err
 				continue
 			}
 			if r != ref && cache != nil && s.key != 0 {
-				cache.store(s.key, s.Labels, r)
+				cache.store(s.key, s.pairs, s.Labels, r)
+				if s.slot != nil {
+					s.slot.Store(uint64(r))
+				}
 			}
 			ref = r
 			res.Accepted++

@@ -15,11 +15,13 @@ const (
 )
 
 // RefCache remembers, for series pushed before, their validated labels and
-// the store's series reference, keyed by a hash of the pushed label pairs.
-// A hit skips label validation, sorting and the store's series lookup,
+// the store's series reference, keyed by a hash of the pushed label pairs
+// (as sent: in the client's order, before validation). A hit skips label
+// validation, sorting, building the labels and the store's series lookup,
 // which is most of the cost of ingesting a series seen before.
 type RefCache struct {
 	shards [cacheShards]cacheShard
+	shapes shapes
 }
 
 type cacheShard struct {
@@ -28,8 +30,11 @@ type cacheShard struct {
 }
 
 type cacheEntry struct {
-	lbls labels.Labels
-	ref  storage.SeriesRef
+	// pairs is the pushed pairs' encoding (name 0xff value 0xff ...), to
+	// verify a hit without trusting the hash.
+	pairs string
+	lbls  labels.Labels
+	ref   storage.SeriesRef
 }
 
 // NewRefCache returns an empty cache, safe for concurrent use.
@@ -41,50 +46,73 @@ func NewRefCache() *RefCache {
 	return c
 }
 
-// pairsKey hashes label pairs given as symbol indexes; ok is false when a
-// pair has an empty value or an index out of range (such series always go
-// through full validation).
-func pairsKey(syms []string, refs []uint32) (uint64, bool) {
-	var d xxhash.Digest
-	d.Reset()
-	sep := []byte{0xff}
-	n := uint32(len(syms))
-	for j := 0; j+1 < len(refs); j += 2 {
-		if refs[j] >= n || refs[j+1] >= n || syms[refs[j+1]] == "" {
-			return 0, false
-		}
-		_, _ = d.WriteString(syms[refs[j]])
-		_, _ = d.Write(sep)
-		_, _ = d.WriteString(syms[refs[j+1]])
-		_, _ = d.Write(sep)
-	}
-	return d.Sum64(), true
+// symHash is the hash of one symbol; a batch hashes each symbol once and
+// keys its series by combining the hashes of their pairs.
+func symHash(b []byte) uint64 { return xxhash.Sum64(b) }
+
+// keyHash folds the hashes of a series' pairs (name, value, name, ...) into
+// its cache key, in order; 0 is never returned (it means "no key").
+func keyHash(h, sym uint64) uint64 {
+	h ^= sym
+	h *= 0x9e3779b97f4a7c15
+	h ^= h >> 29
+	return h
 }
 
-// lookup returns the cached labels and ref of the pairs, verifying the
-// labels really are the pairs (no false hit on a hash collision).
-func (c *RefCache) lookup(key uint64, syms []string, refs []uint32) (labels.Labels, storage.SeriesRef, bool) {
+const keySeed = 0x2545f4914f6cdd1d
+
+func finishKey(h uint64) uint64 {
+	if h == 0 {
+		return 1
+	}
+	return h
+}
+
+// pairsEncoding is the verification string of pairs given as symbols.
+func pairsEncoding(sym func(uint32) string, refs []uint32) string {
+	n := 0
+	for _, r := range refs {
+		n += len(sym(r)) + 1
+	}
+	b := make([]byte, 0, n)
+	for _, r := range refs {
+		b = append(b, sym(r)...)
+		b = append(b, 0xff)
+	}
+	return string(b)
+}
+
+// pairsMatch reports whether enc is the encoding of the pairs refs.
+func pairsMatch[S []byte | string](enc string, syms []S, refs []uint32) bool {
+	for _, r := range refs {
+		s := syms[r]
+		if len(enc) < len(s)+1 || enc[:len(s)] != string(s) || enc[len(s)] != 0xff {
+			return false
+		}
+		enc = enc[len(s)+1:]
+	}
+	return enc == ""
+}
+
+// lookup returns the cached labels and ref of the pairs refs over syms,
+// verifying the entry really is those pairs (no false hit on a collision).
+func lookup[S []byte | string](c *RefCache, key uint64, syms []S, refs []uint32) (cacheEntry, bool) {
 	sh := &c.shards[key%cacheShards]
 	sh.mu.RLock()
 	e, ok := sh.m[key]
 	sh.mu.RUnlock()
-	if !ok || e.lbls.Len() != len(refs)/2 {
-		return labels.EmptyLabels(), 0, false
+	if !ok || !pairsMatch(e.pairs, syms, refs) {
+		return cacheEntry{}, false
 	}
-	for j := 0; j+1 < len(refs); j += 2 {
-		if e.lbls.Get(syms[refs[j]]) != syms[refs[j+1]] {
-			return labels.EmptyLabels(), 0, false
-		}
-	}
-	return e.lbls, e.ref, true
+	return e, true
 }
 
-func (c *RefCache) store(key uint64, lbls labels.Labels, ref storage.SeriesRef) {
+func (c *RefCache) store(key uint64, pairs string, lbls labels.Labels, ref storage.SeriesRef) {
 	sh := &c.shards[key%cacheShards]
 	sh.mu.Lock()
 	if len(sh.m) >= maxPerShard {
 		clear(sh.m)
 	}
-	sh.m[key] = cacheEntry{lbls: lbls, ref: ref}
+	sh.m[key] = cacheEntry{pairs: pairs, lbls: lbls, ref: ref}
 	sh.mu.Unlock()
 }
