@@ -3,6 +3,7 @@ package monitor
 import (
 	"context"
 	"fmt"
+	"github.com/opsuite/opsuite/pkg/auth"
 	"slices"
 	"strings"
 	"time"
@@ -137,9 +138,14 @@ func (s *Service) AcknowledgeAlert(ctx context.Context, req *monitorv1.Acknowled
 	return &monitorv1.AcknowledgeAlertResponse{Alert: view}, nil
 }
 
-// callerIdentity is the caller's identity; authentication is not wired yet,
-// so it is "anonymous".
-func callerIdentity(context.Context) string { return "anonymous" }
+// callerIdentity is the name of the caller's token ("anonymous" with
+// access control off).
+func callerIdentity(ctx context.Context) string {
+	if p, ok := auth.FromContext(ctx); ok && p.Name != "" {
+		return p.Name
+	}
+	return "anonymous"
+}
 
 // IsAlertFiring answers whether any alert of an application fired at any
 // moment since a time (by default the start of its latest rollout).
