@@ -81,8 +81,15 @@ func Required(method string) Role {
 	return RoleAdmin
 }
 
-// Changes reports whether a method changes state (and is audited).
+// dataPlane methods carry data (samples, log lines, heartbeats) at high
+// rates; they change no configuration and are not audited one by one.
+var dataPlane = map[string]bool{
+	"PushMetrics": true, "PushMetricsStream": true, "Ingest": true, "IngestStream": true, "Heartbeat": true,
+}
+
+// Changes reports whether a method changes the suite's state and is
+// audited: every operator's or admin's call except the data plane.
 func Changes(method string) bool {
 	r := Required(method)
-	return r == RoleOperator || r == RoleAdmin
+	return (r == RoleOperator || r == RoleAdmin) && !dataPlane[method[strings.LastIndex(method, "/")+1:]]
 }
