@@ -4,12 +4,13 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/opsuite/opsuite/pkg/grpcserver/grpctest"
 
 	deployerv1 "github.com/opsuite/opsuite/gen/opsuite/deployer/v1"
 	hcv1 "github.com/opsuite/opsuite/gen/opsuite/healthchecker/v1"
@@ -22,9 +23,7 @@ import (
 	"github.com/opsuite/opsuite/services/healthchecker/checkertest"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
-	"google.golang.org/grpc/test/bufconn"
 	"google.golang.org/protobuf/types/known/durationpb"
 )
 
@@ -47,18 +46,7 @@ func TestMain(m *testing.M) {
 // serve runs a gRPC server over an in-memory listener and returns a client conn.
 func serve(t *testing.T, register func(grpc.ServiceRegistrar)) *grpc.ClientConn {
 	t.Helper()
-	gs := grpc.NewServer()
-	register(gs)
-	lis := bufconn.Listen(1 << 20)
-	go func() { _ = gs.Serve(lis) }()
-	conn, err := grpc.NewClient("passthrough:///buf",
-		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
-		grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = conn.Close(); gs.Stop() })
-	return conn
+	return grpctest.Serve(t, register, grpctest.Options{}).Conn
 }
 
 // suite is NATS, the health-checker and one deployer instance that can be

@@ -3,22 +3,20 @@ package logaggregator_test
 import (
 	"context"
 	"fmt"
-	"net"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/opsuite/opsuite/pkg/grpcserver/grpctest"
 
 	"github.com/nats-io/nats.go/jetstream"
 	lav1 "github.com/opsuite/opsuite/gen/opsuite/logaggregator/v1"
 	"github.com/opsuite/opsuite/pkg/eventbus"
 	"github.com/opsuite/opsuite/pkg/natsembed/natstest"
 	"github.com/opsuite/opsuite/services/logaggregator"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
-	"google.golang.org/grpc/test/bufconn"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -72,22 +70,13 @@ func (e *env) start(t *testing.T, cfg logaggregator.Config) *instance {
 	case <-time.After(15 * time.Second):
 		t.Fatal("service not ready")
 	}
-	gs := grpc.NewServer()
-	svc.Register(gs)
-	lis := bufconn.Listen(1 << 20)
-	go func() { _ = gs.Serve(lis) }()
-	conn, err := grpc.NewClient("passthrough:///buf",
-		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
-		grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
+	srv := grpctest.Serve(t, svc.Register, grpctest.Options{})
+	conn := srv.Conn
 	var once sync.Once
 	stop := func() {
 		once.Do(func() {
 			svc.Drain()
-			_ = conn.Close()
-			gs.Stop()
+			srv.Stop()
 			cancel()
 			wg.Wait()
 		})

@@ -3,12 +3,13 @@ package monitor_test
 import (
 	"context"
 	"errors"
-	"net"
 	"os"
 	"slices"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/opsuite/opsuite/pkg/grpcserver/grpctest"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -20,9 +21,7 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
-	"google.golang.org/grpc/test/bufconn"
 	"google.golang.org/protobuf/types/known/durationpb"
 )
 
@@ -89,22 +88,15 @@ func (e *env) start(t testing.TB, cfg monitor.Config) *instance {
 	case <-time.After(20 * time.Second):
 		t.Fatal("service not ready")
 	}
-	gs := grpc.NewServer(grpc.MaxRecvMsgSize(64 << 20))
-	svc.Register(gs)
-	lis := bufconn.Listen(1 << 20)
-	go func() { _ = gs.Serve(lis) }()
-	conn, err := grpc.NewClient("passthrough:///buf",
-		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20), grpc.MaxCallSendMsgSize(64<<20)))
-	if err != nil {
-		t.Fatal(err)
-	}
+	srv := grpctest.Serve(t, svc.Register, grpctest.Options{
+		Server: []grpc.ServerOption{grpc.MaxRecvMsgSize(64 << 20)},
+		Dial:   []grpc.DialOption{grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20), grpc.MaxCallSendMsgSize(64<<20))},
+	})
+	conn := srv.Conn
 	var once sync.Once
 	stop := func() {
 		once.Do(func() {
-			_ = conn.Close()
-			gs.Stop()
+			srv.Stop()
 			cancel()
 			wg.Wait()
 		})

@@ -2,7 +2,6 @@ package pipelinerunner_test
 
 import (
 	"context"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -10,14 +9,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/opsuite/opsuite/pkg/grpcserver/grpctest"
+
 	deployerv1 "github.com/opsuite/opsuite/gen/opsuite/deployer/v1"
 	pb "github.com/opsuite/opsuite/gen/opsuite/pipelinerunner/v1"
 	"github.com/opsuite/opsuite/services/deployer"
 	"github.com/opsuite/opsuite/services/healthchecker/checkertest"
 	"github.com/opsuite/opsuite/services/pipelinerunner"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/test/bufconn"
 	"google.golang.org/protobuf/types/known/durationpb"
 )
 
@@ -50,18 +49,7 @@ func demoSpec(bin, version string, env ...*deployerv1.EnvVar) *deployerv1.Applic
 
 func serveGRPC(t *testing.T, register func(grpc.ServiceRegistrar)) *grpc.ClientConn {
 	t.Helper()
-	gs := grpc.NewServer()
-	register(gs)
-	lis := bufconn.Listen(1 << 20)
-	go func() { _ = gs.Serve(lis) }()
-	conn, err := grpc.NewClient("passthrough:///buf",
-		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
-		grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = conn.Close(); gs.Stop() })
-	return conn
+	return grpctest.Serve(t, register, grpctest.Options{}).Conn
 }
 
 // TestDeployStep runs the real deployer (process driver) and

@@ -2,10 +2,11 @@ package pipelinerunner_test
 
 import (
 	"context"
-	"net"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/opsuite/opsuite/pkg/grpcserver/grpctest"
 
 	"github.com/nats-io/nats.go/jetstream"
 	pb "github.com/opsuite/opsuite/gen/opsuite/pipelinerunner/v1"
@@ -13,9 +14,6 @@ import (
 	"github.com/opsuite/opsuite/pkg/natsembed/natstest"
 	"github.com/opsuite/opsuite/services/pipelinerunner"
 	"go.uber.org/goleak"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/test/bufconn"
 )
 
 func TestMain(m *testing.M) {
@@ -70,21 +68,12 @@ func (e *env) startB(t testing.TB, deps pipelinerunner.Deps, parallel int) *inst
 	case <-time.After(15 * time.Second):
 		t.Fatal("service not ready")
 	}
-	gs := grpc.NewServer()
-	svc.Register(gs)
-	lis := bufconn.Listen(1 << 20)
-	go func() { _ = gs.Serve(lis) }()
-	conn, err := grpc.NewClient("passthrough:///buf",
-		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
-		grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
+	srv := grpctest.Serve(t, svc.Register, grpctest.Options{})
+	conn := srv.Conn
 	var once sync.Once
 	stop := func() {
 		once.Do(func() {
-			_ = conn.Close()
-			gs.Stop()
+			srv.Stop()
 			cancel()
 			wg.Wait()
 		})

@@ -5,16 +5,14 @@ package checkertest
 
 import (
 	"context"
-	"net"
 	"testing"
+
+	"github.com/opsuite/opsuite/pkg/grpcserver/grpctest"
 
 	hcv1 "github.com/opsuite/opsuite/gen/opsuite/healthchecker/v1"
 	"github.com/opsuite/opsuite/pkg/eventbus"
 	"github.com/opsuite/opsuite/pkg/natsembed/natstest"
 	"github.com/opsuite/opsuite/services/healthchecker"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/test/bufconn"
 )
 
 // Start runs a health-checker on its own embedded NATS and returns a client.
@@ -33,22 +31,12 @@ func Start(tb testing.TB) hcv1.HealthCheckerServiceClient {
 	done := make(chan struct{})
 	go func() { defer close(done); _ = svc.Run(ctx) }()
 	<-svc.Ready()
-	gs := grpc.NewServer()
-	svc.Register(gs)
-	lis := bufconn.Listen(1 << 20)
-	go func() { _ = gs.Serve(lis) }()
-	conn, err := grpc.NewClient("passthrough:///buf",
-		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
-		grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		tb.Fatal(err)
-	}
+	g := grpctest.Serve(tb, svc.Register, grpctest.Options{})
 	tb.Cleanup(func() {
 		svc.Drain()
-		_ = conn.Close()
-		gs.Stop()
+		g.Stop()
 		cancel()
 		<-done
 	})
-	return hcv1.NewHealthCheckerServiceClient(conn)
+	return hcv1.NewHealthCheckerServiceClient(g.Conn)
 }
