@@ -167,8 +167,14 @@ func (s *Service) recordAutoscaling(ctx context.Context, app, envName string, st
 		if env.Status == nil {
 			env.Status = &deployerv1.EnvironmentStatus{}
 		}
-		if prev := env.Status.GetAutoscaling(); prev != nil {
+		prev := env.Status.GetAutoscaling()
+		if prev != nil {
 			st.LastScaleTime = prev.GetLastScaleTime()
+			// Unchanged decisions are not written again every interval: the
+			// application record would churn (and conflict with deploys).
+			if prev.GetCurrentReplicas() == st.GetCurrentReplicas() && prev.GetDesiredReplicas() == st.GetDesiredReplicas() && prev.GetMessage() == st.GetMessage() {
+				return
+			}
 		}
 		env.Status.Autoscaling = st
 		if _, err := s.store.UpdateApplication(ctx, v.Value, v.Revision); !errors.Is(err, store.ErrConflict) {
