@@ -534,30 +534,40 @@ func (r *runner) finishRun(ctx context.Context) {
 	r.x.mu.Lock()
 	cancelled := r.x.cancelled
 	r.x.mu.Unlock()
+	// The outcome is known before it is saved: the last log line goes out
+	// first, so whoever sees the run finished also finds that line.
+	r.x.mu.Lock()
+	state, msg := runOutcome(r.x.run, cancelled, ctx.Err() != nil, reason)
+	r.x.mu.Unlock()
+	r.system(ctx, "", 0, "run finished: "+strings.ToLower(strings.TrimPrefix(state.String(), "RUN_STATE_"))+": "+msg)
 	var out *pb.Run
 	_ = r.update(ctx, "", func(run *pb.Run) {
-		state := pb.RunState_RUN_STATE_SUCCESS
-		msg := "every step succeeded or was skipped"
-		for _, s := range run.GetSteps() {
-			if s.GetState() == pb.StepState_STEP_STATE_FAILED && state == pb.RunState_RUN_STATE_SUCCESS {
-				state = pb.RunState_RUN_STATE_FAILED
-				msg = fmt.Sprintf("step %s failed: %s", s.GetId(), s.GetMessage())
-			}
-		}
-		switch {
-		case cancelled:
-			state, msg = pb.RunState_RUN_STATE_CANCELLED, reason
-		case ctx.Err() != nil && state == pb.RunState_RUN_STATE_SUCCESS:
-			state, msg = pb.RunState_RUN_STATE_FAILED, reason
-		}
 		run.State = state
 		run.Message = msg
 		run.EndTime = now()
 		run.CancelRequested = run.GetCancelRequested() || cancelled
 		out = proto.CloneOf(run)
 	})
-	r.system(ctx, "", 0, "run finished: "+strings.ToLower(strings.TrimPrefix(out.GetState().String(), "RUN_STATE_"))+": "+out.GetMessage())
 	r.rec.OnRunFinished(ctx, out)
+}
+
+// runOutcome is how a run whose steps are all done ended.
+func runOutcome(run *pb.Run, cancelled, stopped bool, reason string) (pb.RunState, string) {
+	state := pb.RunState_RUN_STATE_SUCCESS
+	msg := "every step succeeded or was skipped"
+	for _, s := range run.GetSteps() {
+		if s.GetState() == pb.StepState_STEP_STATE_FAILED && state == pb.RunState_RUN_STATE_SUCCESS {
+			state = pb.RunState_RUN_STATE_FAILED
+			msg = fmt.Sprintf("step %s failed: %s", s.GetId(), s.GetMessage())
+		}
+	}
+	switch {
+	case cancelled:
+		return pb.RunState_RUN_STATE_CANCELLED, reason
+	case stopped && state == pb.RunState_RUN_STATE_SUCCESS:
+		return pb.RunState_RUN_STATE_FAILED, reason
+	}
+	return state, msg
 }
 
 // system writes a runner line to the run's log.
