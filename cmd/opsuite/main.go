@@ -86,6 +86,8 @@ func (f *serverFlags) bind(fs *pflag.FlagSet) {
 	fs.StringVar(&f.cfg.OTLPEndpoint, "otlp-endpoint", "", "host:port of an OTLP/gRPC trace collector")
 	fs.DurationVar(&f.shutdownWait, "shutdown-timeout", 10*time.Second, "how long a graceful stop may take")
 	fs.StringVar(&f.cfg.Docker, "docker", "auto", "the deployer's Docker driver: auto (when a daemon answers), on (required) or off")
+	fs.StringVar(&f.cfg.Kubeconfig, "kubeconfig", "", "turn the deployer's kubernetes driver on: a kubeconfig file, or in-cluster for the pod's service account")
+	fs.StringVar(&f.cfg.KubeContext, "kube-context", "", "the kubeconfig context the kubernetes driver uses; default its current context")
 	fs.StringVar(&f.cfg.TLSCert, "tls-cert", "", "PEM certificate (with its chain): serve gRPC and HTTP over TLS only")
 	fs.StringVar(&f.cfg.TLSKey, "tls-key", "", "PEM private key of --tls-cert")
 	fs.StringVar(&f.cfg.TLSCA, "tls-ca", "", "PEM CA bundle trusted for services in other processes (split mode with TLS); default the system's roots")

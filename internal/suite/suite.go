@@ -120,6 +120,10 @@ type Config struct {
 	// Docker selects the deployer's Docker driver: "auto" (when the daemon
 	// answers), "on" (required) or "off".
 	Docker string
+	// Kubeconfig turns the deployer's kubernetes driver on: a kubeconfig
+	// file, or "in-cluster" for the pod's service account; KubeContext is
+	// the kubeconfig context (empty: its current one).
+	Kubeconfig, KubeContext string
 	// ShutdownTimeout bounds a graceful stop; default 10s.
 	ShutdownTimeout time.Duration
 	// OTLPEndpoint exports traces over OTLP/gRPC when set.
@@ -488,6 +492,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, out io.Writer) error
 		}
 		dep, err := deployer.New(deployer.Config{
 			ProcessStateDir: filepath.Join(dataDirOf(cfg), "deployer", "process"), Docker: cfg.Docker,
+			Kubeconfig: cfg.Kubeconfig, KubeContext: cfg.KubeContext,
 		}, deps)
 		if err != nil {
 			return err

@@ -45,7 +45,7 @@ func (s *Service) ImportCompose(ctx context.Context, req *deployerv1.ImportCompo
 		if err := appspec.Validate(app); err != nil {
 			return nil, toStatus(err)
 		}
-		if _, err := s.driverFor(app.GetSpec()); err != nil {
+		if err := s.checkDriver(app.GetSpec()); err != nil {
 			return nil, toStatus(err)
 		}
 		resp.Project.Services = append(resp.Project.Services, &deployerv1.ComposeService{
@@ -116,19 +116,20 @@ func (s *Service) StopCompose(ctx context.Context, req *deployerv1.StopComposeRe
 
 // stopAll stops every replica of an application, keeping it and its history.
 func (s *Service) stopAll(ctx context.Context, app *deployerv1.Application) error {
-	d, err := s.driverFor(app.GetSpec())
-	if err != nil {
-		return err
-	}
 	for _, env := range app.GetEnvironments() {
-		e, err := s.routerFor(app.GetName(), env.GetName(), "")
+		spec := effectiveSpec(app.GetSpec(), env, nil)
+		e, err := s.envFor(app.GetName(), env.GetName(), spec, "")
 		if err != nil {
 			return err
 		}
 		if env.GetStatus().GetActiveRolloutId() != "" {
 			return fmt.Errorf("%w: a rollout is in progress in %s/%s", errBusy, app.GetName(), env.GetName())
 		}
-		if err := s.executor(d, e).Converge(ctx, rollout.State{App: app.GetName(), Env: env.GetName()}); err != nil {
+		conv, _, err := s.converger(app.GetName(), env.GetName(), spec, e)
+		if err != nil {
+			return err
+		}
+		if err := conv.Converge(ctx, rollout.State{App: app.GetName(), Env: env.GetName()}); err != nil {
 			return fmt.Errorf("stop %s/%s: %w", app.GetName(), env.GetName(), err)
 		}
 	}

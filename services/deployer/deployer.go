@@ -22,6 +22,7 @@ import (
 	"github.com/opsuite/opsuite/services/deployer/internal/containers"
 	"github.com/opsuite/opsuite/services/deployer/internal/driver"
 	"github.com/opsuite/opsuite/services/deployer/internal/driver/docker"
+	"github.com/opsuite/opsuite/services/deployer/internal/driver/kubernetes"
 	"github.com/opsuite/opsuite/services/deployer/internal/driver/process"
 	"github.com/opsuite/opsuite/services/deployer/internal/healthgate"
 	"github.com/opsuite/opsuite/services/deployer/internal/rollout"
@@ -47,6 +48,11 @@ type Config struct {
 	// Docker selects the Docker driver: "auto" (when the daemon answers,
 	// the default), "on" (required) or "off".
 	Docker string
+	// Kubeconfig turns the kubernetes driver on: a kubeconfig file, or
+	// InCluster for the pod's service account. Empty: no kubernetes driver.
+	Kubeconfig string
+	// KubeContext is the kubeconfig context; empty means its current one.
+	KubeContext string
 }
 
 // Publisher publishes domain events.
@@ -69,6 +75,9 @@ type Deps struct {
 	// Drivers by kind ("docker", "process"); when nil, New opens them from
 	// Config and Run closes them.
 	Drivers map[string]driver.Driver
+	// Kubernetes is the kubernetes driver; when nil, New opens it when
+	// Config.Kubeconfig is set (and Run closes it).
+	Kubernetes *kubernetes.Platform
 }
 
 // Service implements opsuite.deployer.v1.DeployerService.
@@ -86,6 +95,10 @@ type Service struct {
 	drivers map[string]driver.Driver
 	// ownDrivers says Run closes the drivers (New opened them).
 	ownDrivers bool
+	// kube is the kubernetes driver, nil when not configured; ownKube says
+	// Run closes it.
+	kube    *kubernetes.Platform
+	ownKube bool
 	// logs ships replicas' output to the log-aggregator.
 	logs logFollowers
 	// containers serves the direct container API; nil when Docker is off.
@@ -102,7 +115,9 @@ type Service struct {
 	seq     atomic.Uint64
 }
 
-// envRuntime is what runs for one environment of one application.
+// envRuntime is what runs for one environment of one application: the
+// router and its watchers on docker and process, nothing but the rollout's
+// signals on Kubernetes (router is nil there: its Service routes).
 type envRuntime struct {
 	router   *router.Router
 	endpoint string
@@ -133,6 +148,17 @@ func New(cfg Config, deps Deps) (*Service, error) {
 		}
 		owned = true
 	}
+	kube, ownKube := deps.Kubernetes, false
+	if kube == nil {
+		var err error
+		if kube, err = openKubernetes(cfg, log); err != nil {
+			if owned {
+				closeDrivers(drivers)
+			}
+			return nil, err
+		}
+		ownKube = kube != nil
+	}
 	var cm *containers.Manager
 	if cfg.Docker != "off" {
 		var err error
@@ -140,12 +166,16 @@ func New(cfg Config, deps Deps) (*Service, error) {
 			if owned {
 				closeDrivers(drivers)
 			}
+			if ownKube {
+				_ = kube.Close()
+			}
 			return nil, fmt.Errorf("deployer: %w", err)
 		}
 	}
 	return &Service{
 		cfg: cfg, log: log, reg: deps.Registerer, js: deps.JetStream, events: deps.Events,
 		gate: healthgate.New(deps.HealthChecker), monitor: deps.Monitor, hc: deps.HealthChecker, drivers: drivers, ownDrivers: owned, containers: cm,
+		kube: kube, ownKube: ownKube,
 		readyCh: make(chan struct{}), envs: map[string]*envRuntime{},
 	}, nil
 }
@@ -212,23 +242,51 @@ func (s *Service) Run(ctx context.Context) error {
 	}
 	s.ready.Store(true)
 	close(s.readyCh)
-	s.log.Info("deployer ready", "drivers", len(s.drivers))
+	s.log.Info("deployer ready", "drivers", len(s.drivers), "kubernetes", s.kube != nil)
 	<-ctx.Done()
 	s.running.Wait()
 	s.mu.Lock()
 	for _, e := range s.envs {
-		e.stop()
-		<-e.served
-		_ = e.router.Close()
+		e.close()
 	}
 	s.mu.Unlock()
 	if s.ownDrivers {
 		closeDrivers(s.drivers)
 	}
+	if s.ownKube {
+		_ = s.kube.Close()
+	}
 	if s.containers != nil {
 		_ = s.containers.Close()
 	}
 	return nil
+}
+
+// close stops the environment's router, if it has one.
+func (e *envRuntime) close() {
+	if e.router == nil {
+		return
+	}
+	e.stop()
+	<-e.served
+	_ = e.router.Close()
+}
+
+// envFor returns the runtime of app/env for spec's driver: on Kubernetes
+// one without a router, else routerFor's.
+func (s *Service) envFor(app, env string, spec *deployerv1.ApplicationSpec, listen string) (*envRuntime, error) {
+	if driverKindOf(spec) != kubernetes.Name {
+		return s.routerFor(app, env, listen)
+	}
+	key := app + "/" + env
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if e, ok := s.envs[key]; ok {
+		return e, nil
+	}
+	e := &envRuntime{endpoint: kubeEndpoint(app, env, spec), stop: func() {}}
+	s.envs[key] = e
+	return e, nil
 }
 
 // routerFor returns the running router of app/env, starting it on listen

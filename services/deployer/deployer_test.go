@@ -19,6 +19,7 @@ import (
 	"github.com/opsuite/opsuite/services/deployer"
 	"github.com/opsuite/opsuite/services/deployer/internal/demoapp"
 	"github.com/opsuite/opsuite/services/deployer/internal/driver"
+	"github.com/opsuite/opsuite/services/deployer/internal/driver/kubernetes"
 	"github.com/opsuite/opsuite/services/deployer/internal/driver/process"
 	"github.com/opsuite/opsuite/services/healthchecker/checkertest"
 	"google.golang.org/grpc"
@@ -59,6 +60,8 @@ type suite struct {
 	client   deployerv1.DeployerServiceClient
 	stop     func()
 	extra    map[string]driver.Driver
+	// kube, when set, is the deployer's kubernetes driver.
+	kube *kubernetes.Platform
 }
 
 func newSuite(t *testing.T) *suite { return newSuiteWith(t, nil) }
@@ -66,7 +69,14 @@ func newSuite(t *testing.T) *suite { return newSuiteWith(t, nil) }
 // newSuiteWith adds drivers beside the process driver.
 func newSuiteWith(t *testing.T, extra map[string]driver.Driver) *suite {
 	t.Helper()
-	s := &suite{nats: natstest.Start(t, ""), stateDir: t.TempDir()}
+	return newSuiteOn(t, extra, nil)
+}
+
+// newSuiteOn adds drivers beside the process driver, and kube as the
+// kubernetes driver when not nil.
+func newSuiteOn(t *testing.T, extra map[string]driver.Driver, kube *kubernetes.Platform) *suite {
+	t.Helper()
+	s := &suite{nats: natstest.Start(t, ""), stateDir: t.TempDir(), kube: kube}
 	var err error
 	s.bus, err = eventbus.New(t.Context(), s.nats.Conn, eventbus.Config{Source: "test"}, nil)
 	if err != nil {
@@ -89,7 +99,7 @@ func (s *suite) startDeployer(t *testing.T) {
 		drivers[k] = d
 	}
 	svc, err := deployer.New(deployer.Config{}, deployer.Deps{
-		JetStream: s.nats.JetStream, Events: s.bus, HealthChecker: s.hc, Drivers: drivers,
+		JetStream: s.nats.JetStream, Events: s.bus, HealthChecker: s.hc, Drivers: drivers, Kubernetes: s.kube,
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -14,6 +14,7 @@ import (
 	"github.com/opsuite/opsuite/pkg/validation"
 	"github.com/opsuite/opsuite/services/deployer/internal/appspec"
 	"github.com/opsuite/opsuite/services/deployer/internal/driver"
+	"github.com/opsuite/opsuite/services/deployer/internal/driver/kubernetes"
 	"github.com/opsuite/opsuite/services/deployer/internal/rollout"
 	"github.com/opsuite/opsuite/services/deployer/internal/store"
 	"google.golang.org/grpc/codes"
@@ -60,6 +61,9 @@ func toStatus(err error) error {
 	case errors.Is(err, driver.ErrInvalidSpec):
 		return status.Error(codes.InvalidArgument, err.Error())
 	}
+	if st := kubeStatus(err); st != nil {
+		return st
+	}
 	return status.Error(codes.Internal, err.Error())
 }
 
@@ -80,8 +84,13 @@ func (s *Service) CreateApplication(ctx context.Context, req *deployerv1.CreateA
 	if err := appspec.Validate(app); err != nil {
 		return nil, toStatus(err)
 	}
-	if _, err := s.driverFor(app.GetSpec()); err != nil {
+	if err := s.checkDriver(app.GetSpec()); err != nil {
 		return nil, toStatus(err)
+	}
+	for _, env := range environments(proto.CloneOf(app)) {
+		if err := s.checkKube(ctx, app.GetName(), env.GetName(), 1, effectiveSpec(app.GetSpec(), env, nil)); err != nil {
+			return nil, toStatus(err)
+		}
 	}
 	app.LatestRevision, app.Etag = 0, ""
 	for _, e := range app.GetEnvironments() {
@@ -164,15 +173,16 @@ func (s *Service) DeleteApplication(ctx context.Context, req *deployerv1.DeleteA
 		}
 	}
 	for _, env := range app.GetEnvironments() {
-		d, err := s.driverFor(app.GetSpec())
+		spec := effectiveSpec(app.GetSpec(), env, nil)
+		e, err := s.envFor(app.GetName(), env.GetName(), spec, "")
 		if err != nil {
 			return nil, toStatus(err)
 		}
-		e, err := s.routerFor(app.GetName(), env.GetName(), "")
+		conv, _, err := s.converger(app.GetName(), env.GetName(), spec, e)
 		if err != nil {
 			return nil, toStatus(err)
 		}
-		if err := s.executor(d, e).Converge(ctx, rollout.State{App: app.GetName(), Env: env.GetName()}); err != nil {
+		if err := conv.Converge(ctx, rollout.State{App: app.GetName(), Env: env.GetName()}); err != nil {
 			return nil, toStatus(fmt.Errorf("stop replicas of %s/%s: %w", app.GetName(), env.GetName(), err))
 		}
 		s.dropRouter(app.GetName(), env.GetName())
@@ -189,9 +199,7 @@ func (s *Service) dropRouter(app, env string) {
 	delete(s.envs, app+"/"+env)
 	s.mu.Unlock()
 	if e != nil {
-		e.stop()
-		<-e.served
-		_ = e.router.Close()
+		e.close()
 	}
 }
 
@@ -286,15 +294,21 @@ func (s *Service) tryDeploy(ctx context.Context, req *deployerv1.DeployRequest, 
 		return &deployerv1.DeployResponse{Revision: target, Unchanged: true}, nil
 	}
 	newSpec := effectiveSpec(target.GetSpec(), env, req.GetStrategy())
-	d, err := s.driverFor(newSpec)
-	if err != nil {
+	if err := s.checkDriver(newSpec); err != nil {
+		return nil, err
+	}
+	if err := s.checkKube(ctx, app.GetName(), env.GetName(), int64(target.GetNumber()), newSpec); err != nil {
 		return nil, err
 	}
 	oldRev, err := s.revisionSide(ctx, app, env, env.GetStatus().GetCurrentRevision(), nil)
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
 		return nil, err
 	}
-	e, err := s.routerFor(app.GetName(), env.GetName(), newSpec.GetRouter().GetListenAddress())
+	e, err := s.envFor(app.GetName(), env.GetName(), newSpec, newSpec.GetRouter().GetListenAddress())
+	if err != nil {
+		return nil, err
+	}
+	conv, driverName, err := s.converger(app.GetName(), env.GetName(), newSpec, e)
 	if err != nil {
 		return nil, err
 	}
@@ -310,10 +324,11 @@ func (s *Service) tryDeploy(ctx context.Context, req *deployerv1.DeployRequest, 
 	if oldRev.Number != 0 {
 		current = oldRev.Spec.GetReplicas()
 	}
-	rollout.Prepare(r, current, true)
+	// A Kubernetes Service switches traffic as the router does.
+	rollout.Prepare(r, current, e.router != nil || driverName == kubernetes.Name, driverName == kubernetes.Name)
 	env.Status.ActiveRolloutId = r.GetId()
 	env.Status.Endpoint = e.endpoint
-	env.Status.Driver = driverKind(d.Name())
+	env.Status.Driver = driverKind(driverName)
 	env.Status.LastDeployTime = now()
 	app.UpdateTime = now()
 	if _, err := s.store.UpdateApplication(ctx, app, v.Revision); err != nil {
@@ -323,7 +338,7 @@ func (s *Service) tryDeploy(ctx context.Context, req *deployerv1.DeployRequest, 
 		return nil, err
 	}
 	newRev := rollout.Revision{Number: int64(target.GetNumber()), Spec: newSpec}
-	if err := s.startRollout(proto.CloneOf(r), newRev, oldRev, e, d); err != nil {
+	if err := s.startRollout(proto.CloneOf(r), newRev, oldRev, e, conv); err != nil {
 		return nil, err
 	}
 	if _, err := s.events.Publish(ctx, eventbus.Event{Type: EventRolloutStarted, Subject: app.GetName(), ID: r.GetId() + "-start",
@@ -719,7 +734,7 @@ func (s *Service) UpdateApplication(ctx context.Context, req *deployerv1.UpdateA
 		if err := appspec.Validate(app); err != nil {
 			return nil, toStatus(err)
 		}
-		if _, err := s.driverFor(app.GetSpec()); err != nil {
+		if err := s.checkDriver(app.GetSpec()); err != nil {
 			return nil, toStatus(err)
 		}
 		app.UpdateTime = now()

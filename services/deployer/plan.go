@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	deployerv1 "github.com/opsuite/opsuite/gen/opsuite/deployer/v1"
+	"github.com/opsuite/opsuite/services/deployer/internal/driver/kubernetes"
 	"github.com/opsuite/opsuite/services/deployer/internal/rollout"
 	"github.com/opsuite/opsuite/services/deployer/internal/store"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -73,14 +74,14 @@ func (s *Service) plan(ctx context.Context, req *deployerv1.PlanDeployRequest) (
 	if plan.GetUnchanged() {
 		return plan, nil
 	}
-	if _, err := s.driverFor(newSpec); err != nil {
+	if err := s.checkDriver(newSpec); err != nil {
 		plan.Warnings = append(plan.Warnings, err.Error())
 	}
 	est := rollout.DefaultEstimates(newSpec.GetHealthCheck())
 	est.UntilPromoted = 0 // an indefinite pause adds nothing to the estimate
 	steps, warnings := rollout.Plan(rollout.Input{
 		Strategy: newSpec.GetStrategy(), Desired: newSpec.GetReplicas(), Current: oldSpec.GetReplicas(),
-		Routed: true, Estimates: est,
+		Routed: true, PlatformRolls: driverKindOf(newSpec) == kubernetes.Name, Estimates: est,
 	})
 	plan.Steps = steps
 	plan.Warnings = append(plan.Warnings, warnings...)

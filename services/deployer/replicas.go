@@ -12,6 +12,7 @@ import (
 	deployerv1 "github.com/opsuite/opsuite/gen/opsuite/deployer/v1"
 	hcv1 "github.com/opsuite/opsuite/gen/opsuite/healthchecker/v1"
 	"github.com/opsuite/opsuite/services/deployer/internal/driver"
+	"github.com/opsuite/opsuite/services/deployer/internal/driver/kubernetes"
 	"github.com/opsuite/opsuite/services/deployer/internal/rollout"
 	"github.com/opsuite/opsuite/services/deployer/internal/router"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -22,7 +23,8 @@ func (s *Service) ListReplicas(ctx context.Context, req *deployerv1.ListReplicas
 	if err := s.check(); err != nil {
 		return nil, toStatus(err)
 	}
-	if _, err := s.store.Application(ctx, req.GetApplication()); err != nil {
+	appV, err := s.store.Application(ctx, req.GetApplication())
+	if err != nil {
 		return nil, toStatus(err)
 	}
 	match := map[string]string{driver.LabelApp: req.GetApplication()}
@@ -54,9 +56,46 @@ func (s *Service) ListReplicas(ctx context.Context, req *deployerv1.ListReplicas
 			resp.Replicas = append(resp.Replicas, p)
 		}
 	}
-	slices.SortFunc(resp.Replicas, func(a, b *deployerv1.Replica) int { return strings.Compare(a.GetId(), b.GetId()) })
 	s.annotate(ctx, req.GetApplication(), resp.GetReplicas())
+	kubePods, err := s.kubePods(ctx, appV.Value, req)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	resp.Replicas = append(resp.Replicas, kubePods...)
+	slices.SortFunc(resp.Replicas, func(a, b *deployerv1.Replica) int { return strings.Compare(a.GetId(), b.GetId()) })
 	return resp, nil
+}
+
+// kubePods lists the pods of the application's environments that run on
+// Kubernetes, as replicas.
+func (s *Service) kubePods(ctx context.Context, app *deployerv1.Application, req *deployerv1.ListReplicasRequest) ([]*deployerv1.Replica, error) {
+	if s.kube == nil {
+		return nil, nil
+	}
+	var out []*deployerv1.Replica
+	for _, env := range app.GetEnvironments() {
+		if req.GetEnvironment() != "" && env.GetName() != req.GetEnvironment() {
+			continue
+		}
+		spec := effectiveSpec(app.GetSpec(), env, nil)
+		if driverKindOf(spec) != kubernetes.Name {
+			continue
+		}
+		pods, err := s.kubeReplicas(ctx, app.GetName(), env.GetName(), spec)
+		if err != nil {
+			return nil, fmt.Errorf("list kubernetes pods of %s/%s: %w", app.GetName(), env.GetName(), err)
+		}
+		for _, p := range pods {
+			if req.GetRevision() != 0 && p.GetRevision() != req.GetRevision() {
+				continue
+			}
+			if !req.GetIncludeStopped() && (p.GetState() == deployerv1.ReplicaState_REPLICA_STATE_STOPPED || p.GetState() == deployerv1.ReplicaState_REPLICA_STATE_FAILED) {
+				continue
+			}
+			out = append(out, p)
+		}
+	}
+	return out, nil
 }
 
 // annotate fills in what the runtime does not know: each replica's health
@@ -68,7 +107,7 @@ func (s *Service) annotate(ctx context.Context, app string, reps []*deployerv1.R
 	backends := map[string]router.BackendState{}
 	s.mu.Lock()
 	for key, e := range s.envs {
-		if strings.HasPrefix(key, app+"/") {
+		if strings.HasPrefix(key, app+"/") && e.router != nil {
 			for _, b := range e.router.Backends() {
 				backends[b.Addr] = b
 			}
@@ -191,11 +230,11 @@ func (s *Service) scale(ctx context.Context, name, envName string, n int32, as *
 	if err != nil {
 		return nil, err
 	}
-	d, err := s.driverFor(side.Spec)
+	e, err := s.envFor(app.GetName(), env.GetName(), side.Spec, "")
 	if err != nil {
 		return nil, err
 	}
-	e, err := s.routerFor(app.GetName(), env.GetName(), "")
+	conv, _, err := s.converger(app.GetName(), env.GetName(), side.Spec, e)
 	if err != nil {
 		return nil, err
 	}
@@ -205,7 +244,7 @@ func (s *Service) scale(ctx context.Context, name, envName string, n int32, as *
 	}
 	cctx, cancel := context.WithTimeout(ctx, deadline)
 	defer cancel()
-	if err := s.executor(d, e).Converge(cctx, rollout.State{
+	if err := conv.Converge(cctx, rollout.State{
 		App: app.GetName(), Env: env.GetName(), New: side, NewReplicas: n, Weight: 100,
 	}); err != nil {
 		return nil, fmt.Errorf("scale %s/%s to %d: %w", app.GetName(), env.GetName(), n, err)

@@ -15,6 +15,7 @@ import (
 	"github.com/opsuite/opsuite/pkg/eventbus"
 	"github.com/opsuite/opsuite/services/deployer/internal/analysis"
 	"github.com/opsuite/opsuite/services/deployer/internal/driver"
+	"github.com/opsuite/opsuite/services/deployer/internal/driver/kubernetes"
 	"github.com/opsuite/opsuite/services/deployer/internal/rollout"
 	"github.com/opsuite/opsuite/services/deployer/internal/store"
 	"google.golang.org/protobuf/proto"
@@ -93,9 +94,9 @@ func effectiveSpec(spec *deployerv1.ApplicationSpec, env *deployerv1.Environment
 	return out
 }
 
-// driverFor picks the driver a spec runs on: the one it names, else docker
-// for images and process for commands.
-func (s *Service) driverFor(spec *deployerv1.ApplicationSpec) (driver.Driver, error) {
+// driverKindOf names the driver a spec runs on: the one it names, else
+// docker for images and process for commands.
+func driverKindOf(spec *deployerv1.ApplicationSpec) string {
 	kind := "process"
 	if spec.GetImage() != "" {
 		kind = "docker"
@@ -106,13 +107,48 @@ func (s *Service) driverFor(spec *deployerv1.ApplicationSpec) (driver.Driver, er
 	case *deployerv1.DriverConfig_Process:
 		kind = "process"
 	case *deployerv1.DriverConfig_Kubernetes:
-		kind = "kubernetes"
+		kind = kubernetes.Name
 	}
+	return kind
+}
+
+// checkDriver fails when the driver a spec names is not available here.
+func (s *Service) checkDriver(spec *deployerv1.ApplicationSpec) error {
+	kind := driverKindOf(spec)
+	if kind == kubernetes.Name {
+		if s.kube == nil {
+			return fmt.Errorf("%w: the kubernetes driver is not configured here: start the deployer with --kubeconfig", errUnavailableDriver)
+		}
+		return nil
+	}
+	_, err := s.driverFor(spec)
+	return err
+}
+
+// driverFor is the replica driver (docker or process) a spec runs on.
+func (s *Service) driverFor(spec *deployerv1.ApplicationSpec) (driver.Driver, error) {
+	kind := driverKindOf(spec)
 	d, ok := s.drivers[kind]
 	if !ok {
 		return nil, fmt.Errorf("%w: the %s driver is not available here", errUnavailableDriver, kind)
 	}
 	return d, nil
+}
+
+// converger is what carries out app/env's rollout steps for spec's driver,
+// and the driver's name.
+func (s *Service) converger(app, env string, spec *deployerv1.ApplicationSpec, e *envRuntime) (rollout.Converger, string, error) {
+	if err := s.checkDriver(spec); err != nil {
+		return nil, "", err
+	}
+	if driverKindOf(spec) == kubernetes.Name {
+		return s.kubeExecutor(app, env, spec), kubernetes.Name, nil
+	}
+	d, err := s.driverFor(spec)
+	if err != nil {
+		return nil, "", err
+	}
+	return s.executor(d, e), d.Name(), nil
 }
 
 func specDigest(spec *deployerv1.ApplicationSpec) string {
@@ -189,7 +225,7 @@ func (s *Service) revisionSide(ctx context.Context, app *deployerv1.Application,
 }
 
 // startRollout saves r and runs it in the background until it ends.
-func (s *Service) startRollout(r *deployerv1.Rollout, newRev, oldRev rollout.Revision, e *envRuntime, d driver.Driver) error {
+func (s *Service) startRollout(r *deployerv1.Rollout, newRev, oldRev rollout.Revision, e *envRuntime, conv rollout.Converger) error {
 	e.mu.Lock()
 	if e.active != "" {
 		e.mu.Unlock()
@@ -207,33 +243,40 @@ func (s *Service) startRollout(r *deployerv1.Rollout, newRev, oldRev rollout.Rev
 	if v, err := s.store.Rollout(s.runCtx, r.GetId()); err == nil {
 		lastRev = v.Revision
 	}
-	// Requests through the router during the rollout, on top of what an
-	// earlier run of it (before a restart) counted.
-	base := e.router.Totals()
-	baseTotal, baseFailed := r.GetTotalRequests(), r.GetFailedRequests()
 	prev := proto.CloneOf(r)
 	runner := &rollout.Runner{
-		Exec: s.executor(d, e),
+		Exec: conv, Log: s.log,
+		Analysis: &analysis.Measurer{},
+	}
+	save := func(ctx context.Context, cur *deployerv1.Rollout) error {
+		rev, err := s.store.UpdateRollout(ctx, cur, lastRev)
+		if err != nil {
+			return err
+		}
+		lastRev = rev
+		s.publishChanges(ctx, prev, cur)
+		prev = proto.CloneOf(cur)
+		return nil
+	}
+	runner.Save = save
+	if e.router != nil {
+		// Requests through the router during the rollout, on top of what an
+		// earlier run of it (before a restart) counted.
+		base := e.router.Totals()
+		baseTotal, baseFailed := r.GetTotalRequests(), r.GetFailedRequests()
 		// A revision that passes its health check but fails requests through
 		// the router is rolled back too.
-		Guard: &rollout.ErrorGuard{Counts: func(rev int64) (uint64, uint64) {
+		runner.Guard = &rollout.ErrorGuard{Counts: func(rev int64) (uint64, uint64) {
 			st, _ := e.router.Stats(rev)
 			return st.Requests, st.Errors
-		}},
-		Analysis: &analysis.Measurer{Router: e.router.Stats},
-		Save: func(ctx context.Context, cur *deployerv1.Rollout) error {
+		}}
+		runner.Analysis.Router = e.router.Stats
+		runner.Save = func(ctx context.Context, cur *deployerv1.Rollout) error {
 			t := e.router.Totals().Sub(base)
 			cur.TotalRequests = baseTotal + int64(t.Requests)
 			cur.FailedRequests = baseFailed + int64(t.Failed)
-			rev, err := s.store.UpdateRollout(ctx, cur, lastRev)
-			if err != nil {
-				return err
-			}
-			lastRev = rev
-			s.publishChanges(ctx, prev, cur)
-			prev = proto.CloneOf(cur)
-			return nil
-		},
+			return save(ctx, cur)
+		}
 	}
 	if s.monitor != nil {
 		runner.Analysis.Monitor = monitorQuerier{s.monitor}
@@ -448,7 +491,16 @@ func (s *Service) restore(ctx context.Context) error {
 				continue
 			}
 			listen := strings.TrimPrefix(st.GetEndpoint(), "http://")
-			e, err := s.routerFor(app.GetName(), env.GetName(), listen)
+			spec := effectiveSpec(app.GetSpec(), env, nil)
+			if st.GetCurrentRevision() != 0 {
+				if cur, err := s.revisionSide(ctx, app, env, st.GetCurrentRevision(), nil); err == nil {
+					spec = cur.Spec
+				}
+			}
+			if driverKindOf(spec) == kubernetes.Name {
+				listen = ""
+			}
+			e, err := s.envFor(app.GetName(), env.GetName(), spec, listen)
 			if err != nil {
 				s.log.Error("restore router", "app", app.GetName(), "env", env.GetName(), "err", err)
 				continue
@@ -458,6 +510,9 @@ func (s *Service) restore(ctx context.Context) error {
 					s.log.Error("resume rollout", "rollout", id, "err", err)
 				}
 				continue
+			}
+			if e.router == nil {
+				continue // Kubernetes keeps what serves running by itself.
 			}
 			cur, err := s.revisionSide(ctx, app, env, st.GetCurrentRevision(), nil)
 			if err != nil {
@@ -501,12 +556,12 @@ func (s *Service) resume(ctx context.Context, app *deployerv1.Application, env *
 	if err != nil {
 		return err
 	}
-	d, err := s.driverFor(newRev.Spec)
+	conv, _, err := s.converger(app.GetName(), env.GetName(), newRev.Spec, e)
 	if err != nil {
 		return err
 	}
 	s.log.Info("resuming rollout", "rollout", id, "step", r.GetCurrentStepIndex(), "phase", r.GetPhase().String())
-	return s.startRollout(r, newRev, oldRev, e, d)
+	return s.startRollout(r, newRev, oldRev, e, conv)
 }
 
 func now() *timestamppb.Timestamp { return timestamppb.Now() }

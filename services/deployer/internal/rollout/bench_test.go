@@ -110,7 +110,7 @@ func BenchmarkBlueGreenSwitch(b *testing.B) {
 	w.deploy(b, "g0", rollout.Revision{}, blue, nil)
 	green := rollout.Revision{Number: 2, Spec: spec("green", rolling())}
 	// Green runs beside blue with no traffic yet.
-	if err := w.runner.Exec.Converge(context.Background(), rollout.State{
+	if err := w.exec.Converge(context.Background(), rollout.State{
 		App: "shop", Env: "prod", New: green, Old: blue, NewReplicas: 3, OldReplicas: 3, Weight: 0,
 	}); err != nil {
 		b.Fatal(err)

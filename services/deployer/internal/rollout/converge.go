@@ -2,6 +2,7 @@ package rollout
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -28,6 +29,23 @@ type Health interface {
 	WaitPassing(ctx context.Context, group string, names []string) error
 	Unregister(ctx context.Context, names ...string) error
 }
+
+// Converger is what a rollout drives: it brings an application
+// environment to a step's target state. Both methods must be idempotent (a
+// restarted deployer calls them again for the step it was in) and return an
+// error wrapping ErrProgressDeadline when the platform gave up waiting.
+type Converger interface {
+	// Converge reaches s from whatever runs now.
+	Converge(ctx context.Context, s State) error
+	// Rollback returns to s.New (the stable revision) at once: all traffic
+	// first, then its replicas at full size, then s.Old (the revision that
+	// failed) removed. With s.New.Number 0 it removes everything.
+	Rollback(ctx context.Context, s State) error
+}
+
+// ErrProgressDeadline: the platform reports the step made no progress within
+// the application's progress deadline.
+var ErrProgressDeadline = errors.New("progress deadline exceeded")
 
 // Executor moves an application's replicas and traffic towards a target.
 // Every call re-reads the replicas from the driver, so it is idempotent: a
@@ -108,6 +126,15 @@ func (e *Executor) Converge(ctx context.Context, s State) error {
 		return err
 	}
 	return e.stop(ctx, s, extra)
+}
+
+// Rollback puts all traffic on s.New at once, if it still has backends,
+// then converges to s.
+func (e *Executor) Rollback(ctx context.Context, s State) error {
+	if e.Traffic != nil && s.New.Number != 0 {
+		_ = e.Traffic.SetWeights(map[int64]int{s.New.Number: 100})
+	}
+	return e.Converge(ctx, s)
 }
 
 // start launches n replicas of rev and registers them with the health

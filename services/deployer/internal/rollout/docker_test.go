@@ -28,7 +28,7 @@ func TestDockerRolloutsUnderLoadLoseNothing(t *testing.T) {
 	image := demoapp.Image(t)
 	w := newWorld(t)
 	_ = w.drv.Close()
-	w.runner.Exec.Driver = drv
+	w.exec.Driver = drv
 	t.Cleanup(func() {
 		reps, _ := drv.List(context.Background(), map[string]string{"opsuite.app": "shop"})
 		for _, r := range reps {

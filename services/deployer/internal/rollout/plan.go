@@ -44,8 +44,13 @@ type Input struct {
 	Current int32
 	// Routed says a traffic router fronts the replicas (weights and switches
 	// are real); without it canary weights become replica ratios.
-	Routed    bool
-	Estimates Estimates
+	Routed bool
+	// PlatformRolls says the platform replaces replicas itself (a
+	// Kubernetes Deployment with its maxSurge and maxUnavailable): a rolling
+	// or recreate update is one step that hands it the new revision and
+	// waits, and canary weights are replica ratios.
+	PlatformRolls bool
+	Estimates     Estimates
 }
 
 // Plan returns the steps of a rollout and warnings a person should read.
@@ -59,6 +64,13 @@ func Plan(in Input) ([]*deployerv1.PlannedStep, []string) {
 		p.weight = 100
 		p.scaleUp(in.Desired)
 		return p.steps, p.warnings
+	}
+	switch k := in.Strategy.GetKind().(type) {
+	case *deployerv1.Strategy_Recreate, *deployerv1.Strategy_Rolling, nil:
+		if in.PlatformRolls {
+			p.delegated(k)
+			return p.steps, p.warnings
+		}
 	}
 	switch k := in.Strategy.GetKind().(type) {
 	case *deployerv1.Strategy_Recreate:
@@ -125,6 +137,24 @@ func (p *planner) scaleDown(to int32) {
 	n := p.oldN - to
 	p.oldN = to
 	p.add(deployerv1.StepKind_STEP_KIND_SCALE_DOWN, p.in.Estimates.Drain, "drain and stop %d old replica(s)", n)
+}
+
+// delegated is a rolling or recreate update the platform carries out.
+func (p *planner) delegated(k any) {
+	n := p.in.Desired
+	p.weight, p.newN, p.oldN = 100, n, 0
+	if _, ok := k.(*deployerv1.Strategy_Recreate); ok {
+		p.warnings = append(p.warnings, "recreate stops every old replica before starting new ones: expect downtime")
+		p.add(deployerv1.StepKind_STEP_KIND_BATCH, p.in.Estimates.Drain+p.in.Estimates.ReplicaReady,
+			"replace all %d replica(s) at once and wait until ready", n)
+		return
+	}
+	r := p.in.Strategy.GetRolling()
+	surge := quantity(r.GetMaxSurge(), n, true, 1)
+	unavail := quantity(r.GetMaxUnavailable(), n, false, 0)
+	batches := max((n+max(surge+unavail, 1)-1)/max(surge+unavail, 1), 1)
+	p.add(deployerv1.StepKind_STEP_KIND_BATCH, time.Duration(batches)*(p.in.Estimates.ReplicaReady+p.in.Estimates.Drain),
+		"roll %d replica(s) to the new revision, at most %d extra and %d unavailable at a time, and wait until ready", n, surge, unavail)
 }
 
 func (p *planner) recreate() {
@@ -209,7 +239,7 @@ func (p *planner) blueGreen(b *deployerv1.BlueGreenStrategy) {
 
 func (p *planner) canary(c *deployerv1.CanaryStrategy) {
 	n := p.in.Desired
-	if !p.in.Routed {
+	if !p.in.Routed || p.in.PlatformRolls {
 		p.warnings = append(p.warnings, "no traffic router: canary weights become replica ratios")
 	}
 	for _, st := range c.GetSteps() {

@@ -156,3 +156,44 @@ func TestFirstDeployStartsEverythingAtOnce(t *testing.T) {
 		}
 	}
 }
+
+// TestPlatformRollsIsOneStep: where the platform replaces replicas itself
+// (a Kubernetes Deployment), rolling and recreate hand it the whole update
+// in one step; blue-green and canary keep their steps.
+func TestPlatformRollsIsOneStep(t *testing.T) {
+	canary := &deployerv1.Strategy{Kind: &deployerv1.Strategy_Canary{Canary: &deployerv1.CanaryStrategy{Steps: []*deployerv1.CanaryStep{
+		{Step: &deployerv1.CanaryStep_SetWeight{SetWeight: &deployerv1.SetWeightStep{Weight: 25}}},
+	}}}}
+	cases := []struct {
+		name     string
+		strategy *deployerv1.Strategy
+		steps    int
+		warn     string
+	}{
+		{"default", nil, 1, ""},
+		{"rolling", rollingStrategy(2, 1), 1, ""},
+		{"recreate", &deployerv1.Strategy{Kind: &deployerv1.Strategy_Recreate{Recreate: &deployerv1.RecreateStrategy{}}}, 1, "downtime"},
+		{"blue-green", &deployerv1.Strategy{Kind: &deployerv1.Strategy_BlueGreen{BlueGreen: &deployerv1.BlueGreenStrategy{AutoPromote: true}}}, 4, ""},
+		{"canary", canary, 5, "replica ratios"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			steps, warnings := Plan(Input{Strategy: c.strategy, Desired: 4, Current: 4, Routed: true, PlatformRolls: true})
+			if len(steps) != c.steps {
+				t.Fatalf("%d steps, want %d: %v", len(steps), c.steps, steps)
+			}
+			last := steps[len(steps)-1]
+			if last.GetNewReplicas() != 4 || last.GetOldReplicas() != 0 || last.GetWeight() != 100 {
+				t.Errorf("last step %v, want 4 new, 0 old, all traffic", last)
+			}
+			if got := strings.Join(warnings, "; "); (c.warn == "") != (got == "") || !strings.Contains(got, c.warn) {
+				t.Errorf("warnings %q, want one about %q", got, c.warn)
+			}
+		})
+	}
+	// A first deploy is one step whatever the platform.
+	steps, _ := Plan(Input{Strategy: rollingStrategy(1, 0), Desired: 3, PlatformRolls: true})
+	if len(steps) != 1 || steps[0].GetNewReplicas() != 3 {
+		t.Fatalf("first deploy: %v", steps)
+	}
+}

@@ -50,6 +50,7 @@ type world struct {
 	router *router.Router
 	url    string
 	runner *rollout.Runner
+	exec   *rollout.Executor
 	saved  atomic.Pointer[deployerv1.Rollout]
 }
 
@@ -77,16 +78,17 @@ func newWorld(t testing.TB) *world {
 	hc := checkertest.Start(t)
 	n := 0
 	var mu sync.Mutex
-	w.runner = &rollout.Runner{
-		Exec: &rollout.Executor{
-			Driver: w.drv, Traffic: w.router, Health: healthgate.New(hc), DrainTimeout: 5 * time.Second,
-			NewID: func(app, env string, rev int64) string {
-				mu.Lock()
-				defer mu.Unlock()
-				n++
-				return fmt.Sprintf("%s-%s-r%d-%d", app, env, rev, n)
-			},
+	w.exec = &rollout.Executor{
+		Driver: w.drv, Traffic: w.router, Health: healthgate.New(hc), DrainTimeout: 5 * time.Second,
+		NewID: func(app, env string, rev int64) string {
+			mu.Lock()
+			defer mu.Unlock()
+			n++
+			return fmt.Sprintf("%s-%s-r%d-%d", app, env, rev, n)
 		},
+	}
+	w.runner = &rollout.Runner{
+		Exec: w.exec,
 		// Save must not keep r: the runner goes on changing it.
 		Save: func(_ context.Context, r *deployerv1.Rollout) error { w.saved.Store(proto.CloneOf(r)); return nil },
 	}
@@ -128,7 +130,7 @@ func (w *world) deploy(t testing.TB, id string, from, to rollout.Revision, signa
 	if from.Number != 0 {
 		current = from.Spec.GetReplicas()
 	}
-	rollout.Prepare(r, current, true)
+	rollout.Prepare(r, current, true, false)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	if err := w.runner.Run(ctx, r, to, from, signals); err != nil {
@@ -389,7 +391,7 @@ func TestRestartMidRolloutResumes(t *testing.T) {
 
 	v2 := rollout.Revision{Number: 2, Spec: spec("v2", rolling())}
 	r := &deployerv1.Rollout{Id: "r2", Application: "shop", Environment: "prod", Strategy: v2.Spec.GetStrategy(), EffectiveSpec: v2.Spec}
-	rollout.Prepare(r, 3, true)
+	rollout.Prepare(r, 3, true, false)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- w.runner.Run(ctx, r, v2, v1, nil) }()
@@ -419,7 +421,7 @@ func TestRestartMidRolloutResumes(t *testing.T) {
 		t.Fatal(err)
 	}
 	w.drv = drv
-	w.runner.Exec.Driver = drv
+	w.exec.Driver = drv
 	resumed := proto.CloneOf(saved)
 	rctx, rcancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer rcancel()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sync"
 	"time"
 
@@ -36,7 +37,9 @@ const UntilPromoted = 100 * 365 * 24 * time.Hour
 // Runner drives a rollout's steps, saving progress after each change so a
 // restarted deployer resumes at the step it was in.
 type Runner struct {
-	Exec *Executor
+	Exec Converger
+	// Log receives what the runner notes but does not stop for.
+	Log *slog.Logger
 	// Save persists the rollout; it is called after every change and must
 	// not keep r, which the runner goes on changing.
 	Save func(ctx context.Context, r *deployerv1.Rollout) error
@@ -62,13 +65,14 @@ func (rn *Runner) now() time.Time {
 	return time.Now()
 }
 
-// Prepare fills a new rollout's steps from its strategy.
-func Prepare(r *deployerv1.Rollout, current int32, routed bool) []string {
+// Prepare fills a new rollout's steps from its strategy; routed and
+// platformRolls are as in Input.
+func Prepare(r *deployerv1.Rollout, current int32, routed, platformRolls bool) []string {
 	est := DefaultEstimates(r.GetEffectiveSpec().GetHealthCheck())
 	est.UntilPromoted = UntilPromoted
 	steps, warnings := Plan(Input{
 		Strategy: r.GetStrategy(), Desired: r.GetEffectiveSpec().GetReplicas(), Current: current,
-		Routed: routed, Estimates: est,
+		Routed: routed, PlatformRolls: platformRolls, Estimates: est,
 	})
 	r.Steps = r.Steps[:0]
 	for _, s := range steps {
@@ -330,7 +334,7 @@ func stepTrip(err error) *Tripped {
 	switch {
 	case errors.As(err, &failed):
 		return &Tripped{Trigger: deployerv1.RollbackTrigger_ROLLBACK_TRIGGER_FAILED_ANALYSIS, Reason: failed.Message, Inconclusive: failed.Inconclusive}
-	case errors.Is(err, context.DeadlineExceeded):
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, ErrProgressDeadline):
 		return &Tripped{Trigger: deployerv1.RollbackTrigger_ROLLBACK_TRIGGER_DEADLINE, Reason: err.Error()}
 	}
 	return &Tripped{Trigger: deployerv1.RollbackTrigger_ROLLBACK_TRIGGER_FAILED_HEALTH, Reason: err.Error()}
@@ -473,8 +477,8 @@ func (rn *Runner) watchAlerts(ctx context.Context, app, env string, since time.T
 		firing, why, err := rn.Alerts.Firing(cctx, app, env, since)
 		cancel()
 		if err != nil {
-			if ctx.Err() == nil && rn.Exec != nil && rn.Exec.Log != nil {
-				rn.Exec.Log.Warn("cannot ask the monitor about firing alerts", "app", app, "env", env, "err", err)
+			if ctx.Err() == nil && rn.Log != nil {
+				rn.Log.Warn("cannot ask the monitor about firing alerts", "app", app, "env", env, "err", err)
 			}
 			continue
 		}
@@ -591,25 +595,23 @@ func (rn *Runner) rollback(ctx context.Context, r *deployerv1.Rollout, newRev, o
 	if err := rn.save(ctx, r); err != nil {
 		return err
 	}
+	deadline := r.GetEffectiveSpec().GetProgressDeadline().AsDuration()
+	if deadline <= 0 {
+		deadline = 10 * time.Minute
+	}
 	if oldRev.Number == 0 {
 		// First deploy: nothing to return to; remove what was started.
-		if err := rn.Exec.Converge(ctx, State{App: r.GetApplication(), Env: r.GetEnvironment(), New: newRev}); err != nil && ctx.Err() != nil {
+		cctx, cancel := context.WithTimeout(ctx, deadline)
+		defer cancel()
+		if err := rn.Exec.Rollback(cctx, State{App: r.GetApplication(), Env: r.GetEnvironment(), Old: newRev}); err != nil && ctx.Err() != nil {
 			return ctx.Err()
 		}
 		return rn.finish(ctx, r, deployerv1.RolloutPhase_ROLLOUT_PHASE_FAILED, "failed: "+why)
 	}
 	failedAt := rn.now()
-	if rn.Exec.Traffic != nil {
-		// All traffic on the stable revision at once, if it still has backends.
-		_ = rn.Exec.Traffic.SetWeights(map[int64]int{oldRev.Number: 100})
-	}
-	deadline := r.GetEffectiveSpec().GetProgressDeadline().AsDuration()
-	if deadline <= 0 {
-		deadline = 10 * time.Minute
-	}
 	cctx, cancel := context.WithTimeout(ctx, deadline)
 	defer cancel()
-	err := rn.Exec.Converge(cctx, State{
+	err := rn.Exec.Rollback(cctx, State{
 		App: r.GetApplication(), Env: r.GetEnvironment(), New: oldRev, Old: newRev,
 		NewReplicas: r.GetDesiredReplicas(), OldReplicas: 0, Weight: 100,
 	})

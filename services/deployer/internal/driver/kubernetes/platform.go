@@ -72,6 +72,29 @@ func (p *Platform) prepare(ctx context.Context, t Target, w *Workload, o *Option
 	return p.checkClashes(ctx, t)
 }
 
+// Check validates an environment's target, workload and options and, when
+// its namespace exists, that deploying there would touch nothing the
+// deployer does not own: what every deploying operation checks first,
+// without creating or changing anything. Bad input is a *validation.Error
+// (gRPC InvalidArgument), a clash wraps ErrNotOwned (FailedPrecondition).
+func (p *Platform) Check(ctx context.Context, t Target, w Workload, o Options) error {
+	v := validation.New("kubernetes deployment")
+	validateTarget(v, t)
+	validateWorkload(v, &w)
+	validateOptions(v, o)
+	if err := invalid(v); err != nil {
+		return err
+	}
+	err := p.ensureNamespace(ctx, t, false)
+	if errors.Is(err, driver.ErrNotFound) {
+		return nil // nothing there yet: nothing to clash with
+	}
+	if err != nil {
+		return err
+	}
+	return p.checkClashes(ctx, t)
+}
+
 func (p *Platform) ensureNamespace(ctx context.Context, t Target, create bool) error {
 	ns := t.namespace()
 	cur, err := p.cs.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{})
@@ -180,6 +203,34 @@ func (p *Platform) activeSlot(ctx context.Context, t Target) (slot string, canar
 	}
 	_, narrowed := svc.Spec.Selector[LabelSlot]
 	return slot, !narrowed, nil
+}
+
+// Serving reports the revision of the Deployment the Service routes to (0
+// before the first deploy) and, while a canary splits traffic between the
+// two Deployments, the canary's revision (else 0).
+func (p *Platform) Serving(ctx context.Context, t Target) (stable, canary int64, err error) {
+	v := validation.New("target")
+	validateTarget(v, t)
+	if err := invalid(v); err != nil {
+		return 0, 0, err
+	}
+	slot, split, err := p.activeSlot(ctx, t)
+	if err != nil || slot == "" {
+		return 0, 0, err
+	}
+	d, err := p.getDeployment(ctx, t, slot)
+	if err != nil {
+		return 0, 0, err
+	}
+	stable = revisionOf(d)
+	if split {
+		other, err := p.getDeployment(ctx, t, otherSlot(slot))
+		if err != nil {
+			return 0, 0, err
+		}
+		canary = revisionOf(other)
+	}
+	return stable, canary, nil
 }
 
 func (p *Platform) getDeployment(ctx context.Context, t Target, slot string) (*appsv1.Deployment, error) {

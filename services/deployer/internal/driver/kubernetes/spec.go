@@ -90,7 +90,10 @@ func (t Target) base() string {
 	return t.App + "-" + t.Environment
 }
 
-func (t Target) serviceName() string               { return t.base() }
+func (t Target) serviceName() string { return t.base() }
+
+// ServiceHost is the cluster DNS name of the environment's Service.
+func (t Target) ServiceHost() string               { return t.serviceName() + "." + t.namespace() + ".svc" }
 func (t Target) deploymentName(slot string) string { return t.base() + "-" + slot }
 
 // selector is what identifies the environment's objects.
