@@ -490,9 +490,13 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, out io.Writer) error
 		if svcConns.Monitor != nil {
 			deps.Monitor = monitorv1.NewMonitorServiceClient(svcConns.Monitor)
 		}
+		replica, err := replicaID(dataDirOf(cfg))
+		if err != nil {
+			return err
+		}
 		dep, err := deployer.New(deployer.Config{
 			ProcessStateDir: filepath.Join(dataDirOf(cfg), "deployer", "process"), Docker: cfg.Docker,
-			Kubeconfig: cfg.Kubeconfig, KubeContext: cfg.KubeContext,
+			Kubeconfig: cfg.Kubeconfig, KubeContext: cfg.KubeContext, ReplicaID: replica,
 		}, deps)
 		if err != nil {
 			return err

@@ -129,7 +129,13 @@ func (s *Service) stopAll(ctx context.Context, app *deployerv1.Application) erro
 		if err != nil {
 			return err
 		}
-		if err := conv.Converge(ctx, rollout.State{App: app.GetName(), Env: env.GetName()}); err != nil {
+		l, err := s.leaseEnv(app.GetName(), env.GetName())
+		if err != nil {
+			return err
+		}
+		err = conv.Converge(ctx, rollout.State{App: app.GetName(), Env: env.GetName()})
+		release(l)
+		if err != nil {
 			return fmt.Errorf("stop %s/%s: %w", app.GetName(), env.GetName(), err)
 		}
 	}

@@ -14,11 +14,13 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	deployerv1 "github.com/opsuite/opsuite/gen/opsuite/deployer/v1"
 	hcv1 "github.com/opsuite/opsuite/gen/opsuite/healthchecker/v1"
 	monitorv1 "github.com/opsuite/opsuite/gen/opsuite/monitor/v1"
 	"github.com/opsuite/opsuite/pkg/eventbus"
+	"github.com/opsuite/opsuite/pkg/lease"
 	"github.com/opsuite/opsuite/services/deployer/internal/containers"
 	"github.com/opsuite/opsuite/services/deployer/internal/driver"
 	"github.com/opsuite/opsuite/services/deployer/internal/driver/docker"
@@ -53,6 +55,13 @@ type Config struct {
 	Kubeconfig string
 	// KubeContext is the kubeconfig context; empty means its current one.
 	KubeContext string
+	// ReplicaID names this replica among the deployers sharing the store;
+	// a restarted replica with the same id resumes its rollouts at once.
+	// Default: a new random id each start (see lease.DefaultHolder).
+	ReplicaID string
+	// LeaseTTL is how long a dead replica's rollouts wait before another
+	// takes them over; default DefaultLeaseTTL.
+	LeaseTTL time.Duration
 }
 
 // Publisher publishes domain events.
@@ -104,6 +113,10 @@ type Service struct {
 	// containers serves the direct container API; nil when Docker is off.
 	containers *containers.Manager
 	store      *store.Store
+	// leases say which replica drives which environment's rollout; nc
+	// carries signals between replicas.
+	leases *lease.Store
+	nc     *nats.Conn
 
 	ready   atomic.Bool
 	readyCh chan struct{}
@@ -233,16 +246,36 @@ func (s *Service) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("deployer: %w", err)
 	}
+	holder := s.cfg.ReplicaID
+	if holder == "" {
+		holder = lease.DefaultHolder()
+	}
+	leases, err := lease.Open(ctx, s.js, lease.Config{Holder: holder, Replicas: s.cfg.StoreReplicas, Logger: s.log})
+	if err != nil {
+		return fmt.Errorf("deployer: %w", err)
+	}
 	s.mu.Lock()
 	s.store = st
 	s.runCtx = ctx
+	s.leases = leases
+	s.nc = s.js.Conn()
 	s.mu.Unlock()
+	sub, err := s.serveSignals(ctx, s.nc)
+	if err != nil {
+		return fmt.Errorf("deployer: subscribe to rollout signals: %w", err)
+	}
+	defer func() { _ = sub.Unsubscribe() }()
 	if err := s.restore(ctx); err != nil {
 		return fmt.Errorf("deployer: restore: %w", err)
 	}
+	s.running.Add(1)
+	go func() {
+		defer s.running.Done()
+		s.adoptLoop(ctx)
+	}()
 	s.ready.Store(true)
 	close(s.readyCh)
-	s.log.Info("deployer ready", "drivers", len(s.drivers), "kubernetes", s.kube != nil)
+	s.log.Info("deployer ready", "drivers", len(s.drivers), "kubernetes", s.kube != nil, "replica", holder)
 	<-ctx.Done()
 	s.running.Wait()
 	s.mu.Lock()

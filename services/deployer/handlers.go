@@ -182,7 +182,13 @@ func (s *Service) DeleteApplication(ctx context.Context, req *deployerv1.DeleteA
 		if err != nil {
 			return nil, toStatus(err)
 		}
-		if err := conv.Converge(ctx, rollout.State{App: app.GetName(), Env: env.GetName()}); err != nil {
+		l, err := s.leaseEnv(app.GetName(), env.GetName())
+		if err != nil && !req.GetForce() {
+			return nil, toStatus(err)
+		}
+		err = conv.Converge(ctx, rollout.State{App: app.GetName(), Env: env.GetName()})
+		release(l)
+		if err != nil {
 			return nil, toStatus(fmt.Errorf("stop replicas of %s/%s: %w", app.GetName(), env.GetName(), err))
 		}
 		s.dropRouter(app.GetName(), env.GetName())
@@ -324,6 +330,18 @@ func (s *Service) tryDeploy(ctx context.Context, req *deployerv1.DeployRequest, 
 	if oldRev.Number != 0 {
 		current = oldRev.Spec.GetReplicas()
 	}
+	// This replica drives the rollout: take the environment's lease before
+	// the rollout is recorded, so no other replica takes it over meanwhile.
+	l, err := s.leaseEnv(app.GetName(), env.GetName())
+	if err != nil {
+		return nil, err
+	}
+	started := false
+	defer func() {
+		if !started {
+			release(l)
+		}
+	}()
 	// A Kubernetes Service switches traffic as the router does.
 	rollout.Prepare(r, current, e.router != nil || driverName == kubernetes.Name, driverName == kubernetes.Name)
 	env.Status.ActiveRolloutId = r.GetId()
@@ -338,9 +356,10 @@ func (s *Service) tryDeploy(ctx context.Context, req *deployerv1.DeployRequest, 
 		return nil, err
 	}
 	newRev := rollout.Revision{Number: int64(target.GetNumber()), Spec: newSpec}
-	if err := s.startRollout(proto.CloneOf(r), newRev, oldRev, e, conv); err != nil {
+	if err := s.startRollout(proto.CloneOf(r), newRev, oldRev, e, conv, l); err != nil {
 		return nil, err
 	}
+	started = true
 	if _, err := s.events.Publish(ctx, eventbus.Event{Type: EventRolloutStarted, Subject: app.GetName(), ID: r.GetId() + "-start",
 		Data: &eventsv1.RolloutStarted{Rollout: r}}); err != nil {
 		s.log.Warn("publish rollout started", "rollout", r.GetId(), "err", err)
@@ -393,17 +412,44 @@ func (s *Service) signal(ctx context.Context, app, envName, id string, sig rollo
 	if err != nil {
 		return nil, err
 	}
+	active := env.GetStatus().GetActiveRolloutId()
+	if active == "" || (id != "" && id != active) {
+		return nil, fmt.Errorf("%w: no rollout %s is in progress in %s/%s", errBusy, id, app, env.GetName())
+	}
+	if s.drivesHere(app, env.GetName()) {
+		return s.signalLocal(ctx, app, env.GetName(), active, sig)
+	}
+	holder, err := s.leases.HolderOf(ctx, envLeaseKey(app, env.GetName()))
+	if err != nil {
+		return nil, err
+	}
+	if holder == "" || holder == s.leases.Holder() {
+		return nil, fmt.Errorf("%w: rollout %s of %s/%s is starting, ending or being taken over by another replica; retry", errBusy, active, app, env.GetName())
+	}
+	// Another replica drives it.
+	if err := s.forwardSignal(ctx, app, env.GetName(), active, sig); err != nil {
+		return nil, err
+	}
+	r, err := s.store.Rollout(ctx, active)
+	if err != nil {
+		return nil, err
+	}
+	return r.Value, nil
+}
+
+// signalLocal sends a signal to app/env's rollout driven by this replica.
+func (s *Service) signalLocal(ctx context.Context, app, envName, id string, sig rollout.Signal) (*deployerv1.Rollout, error) {
 	s.mu.Lock()
-	e := s.envs[app+"/"+env.GetName()]
+	e := s.envs[app+"/"+envName]
 	s.mu.Unlock()
 	if e == nil {
-		return nil, fmt.Errorf("%w: no rollout is in progress in %s/%s", errBusy, app, env.GetName())
+		return nil, fmt.Errorf("%w: no rollout is in progress in %s/%s", errBusy, app, envName)
 	}
 	e.mu.Lock()
 	active, signals, done := e.active, e.signals, e.done
 	e.mu.Unlock()
 	if active == "" || (id != "" && id != active) {
-		return nil, fmt.Errorf("%w: no rollout %s is in progress in %s/%s", errBusy, id, app, env.GetName())
+		return nil, fmt.Errorf("%w: no rollout %s is in progress in %s/%s", errBusy, id, app, envName)
 	}
 	select {
 	case signals <- sig:

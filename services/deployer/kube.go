@@ -77,48 +77,48 @@ func kubeOptions(spec *deployerv1.ApplicationSpec, replicas int32) kubernetes.Op
 // calling it again for the step it was in finishes that step.
 func (k *kubeExecutor) Converge(ctx context.Context, st rollout.State) error {
 	if st.NewReplicas == 0 && st.OldReplicas == 0 {
-		return k.wrap(k.p.Delete(ctx, k.t))
+		return k.wrap(ctx, k.p.Delete(ctx, k.t))
 	}
 	spec := st.New.Spec
 	w := kubernetes.WorkloadFor(st.New.Number, spec)
 	total := max(spec.GetReplicas(), st.NewReplicas)
 	if st.Old.Number == 0 || st.Old.Number == st.New.Number {
 		// A first deploy, a scale or a restore: the serving Deployment.
-		return k.wrap(k.p.Rolling(ctx, k.t, w, kubeOptions(spec, st.NewReplicas)))
+		return k.wrap(ctx, k.p.Rolling(ctx, k.t, w, kubeOptions(spec, st.NewReplicas)))
 	}
 	serving, canary, err := k.p.Serving(ctx, k.t)
 	if err != nil {
-		return k.wrap(err)
+		return k.wrap(ctx, err)
 	}
 	switch {
 	case spec.GetStrategy().GetBlueGreen() != nil:
 		if serving == st.New.Number {
 			// Switched already (a restart after the switch).
 			if st.OldReplicas == 0 {
-				return k.wrap(k.p.Retire(ctx, k.t))
+				return k.wrap(ctx, k.p.Retire(ctx, k.t))
 			}
 			return nil
 		}
 		if err := k.p.Preview(ctx, k.t, w, kubeOptions(spec, total)); err != nil {
-			return k.wrap(err)
+			return k.wrap(ctx, err)
 		}
 		if st.Weight < 100 {
 			return nil
 		}
 		if err := k.p.Switch(ctx, k.t, st.New.Number); err != nil {
-			return k.wrap(err)
+			return k.wrap(ctx, err)
 		}
 		if st.OldReplicas == 0 {
-			return k.wrap(k.p.Retire(ctx, k.t))
+			return k.wrap(ctx, k.p.Retire(ctx, k.t))
 		}
 		return nil
 	case spec.GetStrategy().GetCanary() != nil:
 		if serving == st.New.Number && canary == 0 {
 			return nil // promoted already
 		}
-		return k.wrap(k.p.Canary(ctx, k.t, w, st.Weight, kubeOptions(spec, total)))
+		return k.wrap(ctx, k.p.Canary(ctx, k.t, w, st.Weight, kubeOptions(spec, total)))
 	default:
-		return k.wrap(k.p.Rolling(ctx, k.t, w, kubeOptions(spec, total)))
+		return k.wrap(ctx, k.p.Rolling(ctx, k.t, w, kubeOptions(spec, total)))
 	}
 }
 
@@ -129,7 +129,7 @@ func (k *kubeExecutor) Converge(ctx context.Context, st rollout.State) error {
 // revision, else the stable revision applied afresh.
 func (k *kubeExecutor) Rollback(ctx context.Context, st rollout.State) error {
 	if st.New.Number == 0 {
-		return k.wrap(k.p.Delete(ctx, k.t))
+		return k.wrap(ctx, k.p.Delete(ctx, k.t))
 	}
 	o := kubeOptions(st.New.Spec, st.NewReplicas)
 	err := k.p.Abort(ctx, k.t, st.New.Number, o)
@@ -139,17 +139,21 @@ func (k *kubeExecutor) Rollback(ctx context.Context, st rollout.State) error {
 	if errors.Is(err, kubernetes.ErrNoRevision) {
 		err = k.p.Rolling(ctx, k.t, kubernetes.WorkloadFor(st.New.Number, st.New.Spec), o)
 	}
-	return k.wrap(err)
+	return k.wrap(ctx, err)
 }
 
-// wrap marks a progress deadline the Deployment reported as the rollout
-// engine's, so the rollback policy treats it as a deadline.
-func (k *kubeExecutor) wrap(err error) error {
+// wrap marks a progress deadline, the Deployment's or the step's own
+// (ctx's), as the rollout engine's, so the rollback policy treats it as a
+// deadline.
+func (k *kubeExecutor) wrap(ctx context.Context, err error) error {
 	if err == nil {
 		return nil
 	}
-	if errors.Is(err, kubernetes.ErrProgressDeadline) {
+	switch {
+	case errors.Is(err, kubernetes.ErrProgressDeadline):
 		return &deadlineError{err}
+	case errors.Is(ctx.Err(), context.DeadlineExceeded):
+		return &deadlineError{fmt.Errorf("no progress within the progress deadline: %w", err)}
 	}
 	return err
 }

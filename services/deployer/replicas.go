@@ -238,6 +238,11 @@ func (s *Service) scale(ctx context.Context, name, envName string, n int32, as *
 	if err != nil {
 		return nil, err
 	}
+	l, err := s.leaseEnv(app.GetName(), env.GetName())
+	if err != nil {
+		return nil, err
+	}
+	defer release(l)
 	deadline := side.Spec.GetProgressDeadline().AsDuration()
 	if deadline <= 0 {
 		deadline = 10 * time.Minute

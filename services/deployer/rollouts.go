@@ -13,6 +13,7 @@ import (
 	deployerv1 "github.com/opsuite/opsuite/gen/opsuite/deployer/v1"
 	eventsv1 "github.com/opsuite/opsuite/gen/opsuite/events/v1"
 	"github.com/opsuite/opsuite/pkg/eventbus"
+	"github.com/opsuite/opsuite/pkg/lease"
 	"github.com/opsuite/opsuite/services/deployer/internal/analysis"
 	"github.com/opsuite/opsuite/services/deployer/internal/driver"
 	"github.com/opsuite/opsuite/services/deployer/internal/driver/kubernetes"
@@ -225,7 +226,10 @@ func (s *Service) revisionSide(ctx context.Context, app *deployerv1.Application,
 }
 
 // startRollout saves r and runs it in the background until it ends.
-func (s *Service) startRollout(r *deployerv1.Rollout, newRev, oldRev rollout.Revision, e *envRuntime, conv rollout.Converger) error {
+// The rollout runs while this replica holds l, the environment's lease,
+// and releases it when it ends; without the lease it stops where it
+// stands (saved) for the replica that took the lease over.
+func (s *Service) startRollout(r *deployerv1.Rollout, newRev, oldRev rollout.Revision, e *envRuntime, conv rollout.Converger, l *lease.Lease) error {
 	e.mu.Lock()
 	if e.active != "" {
 		e.mu.Unlock()
@@ -235,6 +239,7 @@ func (s *Service) startRollout(r *deployerv1.Rollout, newRev, oldRev rollout.Rev
 	e.signals = make(chan rollout.Signal, 4)
 	e.done = make(chan struct{})
 	rctx, cancel := context.WithCancelCause(s.runCtx)
+	stopLease := context.AfterFunc(l.Context(), func() { cancel(errLeaseLost) })
 	e.cancel = cancel
 	signals, done := e.signals, e.done
 	e.mu.Unlock()
@@ -291,10 +296,16 @@ func (s *Service) startRollout(r *deployerv1.Rollout, newRev, oldRev rollout.Rev
 		defer s.running.Done()
 		defer close(done)
 		defer cancel(nil)
+		defer release(l)
+		defer stopLease()
 		err := runner.Run(rctx, r, newRev, oldRev, signals)
 		e.mu.Lock()
 		e.active = ""
 		e.mu.Unlock()
+		if err != nil && errors.Is(context.Cause(rctx), errLeaseLost) {
+			s.log.Warn("rollout stopped: its lease was lost; another replica takes it over", "rollout", r.GetId(), "err", err)
+			return
+		}
 		if err != nil && s.runCtx.Err() == nil && errors.Is(context.Cause(rctx), errSuperseded) {
 			s.superseded(r, runner, e)
 			return
@@ -491,12 +502,7 @@ func (s *Service) restore(ctx context.Context) error {
 				continue
 			}
 			listen := strings.TrimPrefix(st.GetEndpoint(), "http://")
-			spec := effectiveSpec(app.GetSpec(), env, nil)
-			if st.GetCurrentRevision() != 0 {
-				if cur, err := s.revisionSide(ctx, app, env, st.GetCurrentRevision(), nil); err == nil {
-					spec = cur.Spec
-				}
-			}
+			spec := s.servingSpec(ctx, app, env)
 			if driverKindOf(spec) == kubernetes.Name {
 				listen = ""
 			}
@@ -506,7 +512,9 @@ func (s *Service) restore(ctx context.Context) error {
 				continue
 			}
 			if id := st.GetActiveRolloutId(); id != "" {
-				if err := s.resume(ctx, app, env, id, e); err != nil {
+				// Ours to resume if its lease is free (or was this
+				// replica's before a restart); else another replica drives it.
+				if err := s.adoptEnv(ctx, app, env, id); err != nil {
 					s.log.Error("resume rollout", "rollout", id, "err", err)
 				}
 				continue
@@ -541,7 +549,18 @@ func (s *Service) restore(ctx context.Context) error {
 	return nil
 }
 
-func (s *Service) resume(ctx context.Context, app *deployerv1.Application, env *deployerv1.Environment, id string, e *envRuntime) error {
+// servingSpec is the spec env runs: its current revision's, else the
+// application's.
+func (s *Service) servingSpec(ctx context.Context, app *deployerv1.Application, env *deployerv1.Environment) *deployerv1.ApplicationSpec {
+	if n := env.GetStatus().GetCurrentRevision(); n != 0 {
+		if cur, err := s.revisionSide(ctx, app, env, n, nil); err == nil {
+			return cur.Spec
+		}
+	}
+	return effectiveSpec(app.GetSpec(), env, nil)
+}
+
+func (s *Service) resume(ctx context.Context, app *deployerv1.Application, env *deployerv1.Environment, id string, e *envRuntime, l *lease.Lease) error {
 	v, err := s.store.Rollout(ctx, id)
 	if err != nil {
 		return err
@@ -561,7 +580,7 @@ func (s *Service) resume(ctx context.Context, app *deployerv1.Application, env *
 		return err
 	}
 	s.log.Info("resuming rollout", "rollout", id, "step", r.GetCurrentStepIndex(), "phase", r.GetPhase().String())
-	return s.startRollout(r, newRev, oldRev, e, conv)
+	return s.startRollout(r, newRev, oldRev, e, conv, l)
 }
 
 func now() *timestamppb.Timestamp { return timestamppb.Now() }

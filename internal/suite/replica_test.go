@@ -1,0 +1,35 @@
+package suite
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+func TestReplicaIDIsKeptInTheDataDir(t *testing.T) {
+	dir := t.TempDir()
+	a, err := replicaID(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := replicaID(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a == "" || a != b {
+		t.Fatalf("replica id %q then %q, want one stable id", a, b)
+	}
+	other, err := replicaID(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if other == a {
+		t.Fatalf("two data dirs share replica id %q", a)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "replica-id"), []byte("bad id!\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := replicaID(dir); err == nil {
+		t.Fatal("a malformed replica id was accepted")
+	}
+}
