@@ -52,7 +52,7 @@ kube-harness: ## build the Kubernetes test harness once (cached in ~/.cache/opsu
 test-kube: kube-harness ## start the harness, run the Kubernetes driver and deployer-on-Kubernetes tests against it, stop it
 	@set -e; kubeconfig=$$(scripts/kube-harness/start.sh); trap 'scripts/kube-harness/stop.sh' EXIT; \
 	OPSUITE_KUBECONFIG=$$kubeconfig OPSUITE_REQUIRE_KUBE=1 $(GO) test -count=1 -timeout 10m ./services/deployer/internal/driver/kubernetes/...; \
-	OPSUITE_KUBECONFIG=$$kubeconfig OPSUITE_REQUIRE_KUBE=1 $(GO) test -count=1 -timeout 10m -run 'OnKubernetes' ./services/deployer/
+	OPSUITE_KUBECONFIG=$$kubeconfig OPSUITE_REQUIRE_KUBE=1 $(GO) test -count=1 -timeout 10m -run 'OnKubernetes' ./services/deployer/ ./integration/
 
 test-short: ## unit tests only
 	$(GO) test -short -count=1 ./...

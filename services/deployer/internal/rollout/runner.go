@@ -158,7 +158,7 @@ func (rn *Runner) Run(ctx context.Context, r *deployerv1.Rollout, newRev, oldRev
 
 	for i := int(r.GetCurrentStepIndex()); i < len(r.GetSteps()); i++ {
 		stepCtx := tr.begin(parent)
-		err := rn.between(stepCtx, r, signals, heldByUser)
+		early, err := rn.between(stepCtx, r, signals, heldByUser)
 		if err == nil {
 			heldByUser = false
 			step := r.GetSteps()[i]
@@ -172,7 +172,7 @@ func (rn *Runner) Run(ctx context.Context, r *deployerv1.Rollout, newRev, oldRev
 				return err
 			}
 			var full bool
-			full, err = rn.step(stepCtx, r, step, newRev, oldRev, deadline, signals)
+			full, err = rn.step(stepCtx, r, step, newRev, oldRev, deadline, signals, early)
 			if err == nil && tr.pending() == nil {
 				step.State = deployerv1.StepState_STEP_STATE_SUCCEEDED
 				step.EndTime = timestamppb.New(rn.now())
@@ -506,29 +506,41 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 var errAborted = errors.New("aborted")
 
 // between handles signals that arrive while no pause step waits: Pause
-// holds the rollout here until Resume (or a promotion); Abort ends it.
-func (rn *Runner) between(ctx context.Context, r *deployerv1.Rollout, signals <-chan Signal, held bool) error {
+// holds the rollout here until Resume (or a promotion); Abort ends it. A
+// promotion is returned so that a pause step about to run takes it (a
+// person who promotes a rollout just resumed by another replica, before
+// it reached its pause again, means that pause); other steps ignore it.
+func (rn *Runner) between(ctx context.Context, r *deployerv1.Rollout, signals <-chan Signal, held bool) (Signal, error) {
 	if !held {
 		select {
 		case sig := <-signals:
 			switch sig {
 			case Abort:
-				return errAborted
+				return 0, errAborted
 			case Pause:
+			case Promote, PromoteFull:
+				return sig, nil
 			default:
-				return nil // nothing is paused: promote and resume have no effect here
+				return 0, nil // nothing is paused: resume has no effect here
 			}
 		default:
-			return nil
+			return 0, nil
 		}
 	}
-	return rn.paused(ctx, r, deployerv1.PauseCause_PAUSE_CAUSE_USER, "", signals)
+	return 0, rn.paused(ctx, r, deployerv1.PauseCause_PAUSE_CAUSE_USER, "", signals)
 }
 
 // step runs one step; full reports a PromoteFull received during it.
-func (rn *Runner) step(ctx context.Context, r *deployerv1.Rollout, step *deployerv1.RolloutStep, newRev, oldRev Revision, deadline time.Duration, signals <-chan Signal) (full bool, err error) {
+// A promotion received just before (early) ends a pause step at once.
+func (rn *Runner) step(ctx context.Context, r *deployerv1.Rollout, step *deployerv1.RolloutStep, newRev, oldRev Revision, deadline time.Duration, signals <-chan Signal, early Signal) (full bool, err error) {
 	switch step.GetKind() {
 	case deployerv1.StepKind_STEP_KIND_PAUSE:
+		switch early {
+		case Promote:
+			return false, nil
+		case PromoteFull:
+			return true, nil
+		}
 		return rn.pause(ctx, r, step, signals)
 	case deployerv1.StepKind_STEP_KIND_ANALYSIS:
 		return false, rn.analyse(ctx, r, step, newRev, oldRev)
