@@ -269,8 +269,13 @@ func (s *Service) tryDeploy(ctx context.Context, req *deployerv1.DeployRequest, 
 	if id := env.GetStatus().GetActiveRolloutId(); id != "" {
 		return nil, fmt.Errorf("%w: rollout %s is in progress in %s/%s; promote or abort it first", errBusy, id, app.GetName(), env.GetName())
 	}
-	// Which revision: a kept one, or a new one for a spec no kept one has.
-	target, spec, err := s.resolveRevision(ctx, app, env, req.GetRevision(), req.GetSpec(), req.GetFromEnvironment())
+	// Which revision: a kept one, or a new one for a spec no kept one has;
+	// a restart that names none restarts the one serving.
+	revNum := req.GetRevision()
+	if req.GetRestart() && revNum == 0 && req.GetSpec() == nil && req.GetFromEnvironment() == "" {
+		revNum = env.GetStatus().GetCurrentRevision()
+	}
+	target, spec, err := s.resolveRevision(ctx, app, env, revNum, req.GetSpec(), req.GetFromEnvironment())
 	if err != nil {
 		return nil, err
 	}
@@ -300,6 +305,15 @@ func (s *Service) tryDeploy(ctx context.Context, req *deployerv1.DeployRequest, 
 		return &deployerv1.DeployResponse{Revision: target, Unchanged: true}, nil
 	}
 	newSpec := effectiveSpec(target.GetSpec(), env, req.GetStrategy())
+	if kind == deployerv1.RolloutKind_ROLLOUT_KIND_RESTART && req.GetStrategy() == nil &&
+		(newSpec.GetStrategy().GetCanary() != nil || newSpec.GetStrategy().GetBlueGreen() != nil) {
+		// A restart replaces replicas of one revision: there is nothing to
+		// compare or to switch to, so it rolls, one replica at a time.
+		newSpec.Strategy = &deployerv1.Strategy{Kind: &deployerv1.Strategy_Rolling{Rolling: &deployerv1.RollingStrategy{
+			MaxSurge:       &deployerv1.ReplicaQuantity{Value: &deployerv1.ReplicaQuantity_Count{Count: 1}},
+			MaxUnavailable: &deployerv1.ReplicaQuantity{Value: &deployerv1.ReplicaQuantity_Count{Count: 0}},
+		}}}
+	}
 	if err := s.checkDriver(newSpec); err != nil {
 		return nil, err
 	}

@@ -82,6 +82,10 @@ func (k *kubeExecutor) Converge(ctx context.Context, st rollout.State) error {
 	spec := st.New.Spec
 	w := kubernetes.WorkloadFor(st.New.Number, spec)
 	total := max(spec.GetReplicas(), st.NewReplicas)
+	if st.Restart != "" && st.Old.Number == st.New.Number {
+		// Every strategy restarts alike: the Deployment replaces its pods.
+		return k.wrap(ctx, k.p.Restart(ctx, k.t, st.Restart, kubeOptions(spec, total)))
+	}
 	if st.Old.Number == 0 || st.Old.Number == st.New.Number {
 		// A first deploy, a scale or a restore: the serving Deployment.
 		return k.wrap(ctx, k.p.Rolling(ctx, k.t, w, kubeOptions(spec, st.NewReplicas)))

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"os"
+	"slices"
 	"testing"
 	"time"
 
@@ -291,6 +292,42 @@ func TestDeployerOnKubernetes(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitPods(t, s, app, time.Minute, map[uint32]int{4: 2})
+
+	// Restart replaces every pod, keeping the revision; a later scale
+	// keeps the restarted pods.
+	podNames := func() []string {
+		resp, err := s.client.ListReplicas(ctx, &deployerv1.ListReplicasRequest{Application: app})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var names []string
+		for _, r := range resp.GetReplicas() {
+			names = append(names, r.GetKubernetes().GetPodName())
+		}
+		return names
+	}
+	before := podNames()
+	rs, err := s.client.Deploy(ctx, &deployerv1.DeployRequest{Name: app, Restart: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r = s.waitKube(t, app, rs.GetRollout().GetId(), 2*time.Minute, deployerv1.RolloutPhase_ROLLOUT_PHASE_SUCCEEDED)
+	waitPods(t, s, app, time.Minute, map[uint32]int{4: 2})
+	restarted := podNames()
+	for _, n := range restarted {
+		if slices.Contains(before, n) {
+			t.Fatalf("pod %s survived the restart (before %v, after %v)", n, before, restarted)
+		}
+	}
+	if _, err := s.client.Scale(ctx, &deployerv1.ScaleRequest{Name: app, Environment: "default", Replicas: 3}); err != nil {
+		t.Fatal(err)
+	}
+	waitPods(t, s, app, time.Minute, map[uint32]int{4: 3})
+	for _, n := range restarted {
+		if !slices.Contains(podNames(), n) {
+			t.Fatalf("scaling after the restart replaced pod %s", n)
+		}
+	}
 
 	// Delete leaves nothing: the namespace the deployer created goes too.
 	if _, err := s.client.DeleteApplication(ctx, &deployerv1.DeleteApplicationRequest{Name: app}); err != nil {

@@ -79,6 +79,19 @@ type State struct {
 	NewReplicas, OldReplicas int32
 	// Weight is the percent of traffic on the new revision.
 	Weight int32
+	// Restart, when set, replaces replicas of the same revision: only
+	// replicas labelled LabelRestart with this token count as new, so the
+	// ones running before the restart are old (New and Old are then the
+	// same revision).
+	Restart string
+}
+
+// LabelRestart marks the replicas a restart started with its token.
+const LabelRestart = "opsuite.restart"
+
+// isNew says whether r is one of the new revision's replicas for s.
+func (s State) isNew(r driver.Replica) bool {
+	return r.Revision == s.New.Number && (s.Restart == "" || r.Labels[LabelRestart] == s.Restart)
 }
 
 // Group is the health-checker group of an application's environment.
@@ -100,21 +113,21 @@ func (e *Executor) Converge(ctx context.Context, s State) error {
 		switch {
 		case !live:
 			extra = append(extra, r)
-		case r.Revision == s.New.Number && len(keepNew) < int(s.NewReplicas):
+		case s.isNew(r) && len(keepNew) < int(s.NewReplicas):
 			keepNew = append(keepNew, r)
-		case r.Revision == s.Old.Number && s.Old.Number != 0 && len(keepOld) < int(s.OldReplicas):
+		case !s.isNew(r) && r.Revision == s.Old.Number && s.Old.Number != 0 && len(keepOld) < int(s.OldReplicas):
 			keepOld = append(keepOld, r)
 		default:
 			extra = append(extra, r)
 		}
 	}
 	group := Group(s.App, s.Env)
-	started, err := e.start(ctx, s, s.New, int(s.NewReplicas)-len(keepNew))
+	started, err := e.start(ctx, s, s.New, int(s.NewReplicas)-len(keepNew), s.Restart)
 	keepNew = append(keepNew, started...)
 	if err != nil {
 		return err
 	}
-	startedOld, err := e.start(ctx, s, s.Old, int(s.OldReplicas)-len(keepOld))
+	startedOld, err := e.start(ctx, s, s.Old, int(s.OldReplicas)-len(keepOld), "")
 	keepOld = append(keepOld, startedOld...)
 	if err != nil {
 		return err
@@ -137,9 +150,10 @@ func (e *Executor) Rollback(ctx context.Context, s State) error {
 	return e.Converge(ctx, s)
 }
 
-// start launches n replicas of rev and registers them with the health
-// gate; it returns those that started even when some failed.
-func (e *Executor) start(ctx context.Context, s State, rev Revision, n int) ([]driver.Replica, error) {
+// start launches n replicas of rev (labelled with the restart token, when
+// not empty) and registers them with the health gate; it returns those
+// that started even when some failed.
+func (e *Executor) start(ctx context.Context, s State, rev Revision, n int, restart string) ([]driver.Replica, error) {
 	if n <= 0 || rev.Number == 0 {
 		return nil, nil
 	}
@@ -149,6 +163,9 @@ func (e *Executor) start(ctx context.Context, s State, rev Revision, n int) ([]d
 	for range n {
 		g.Go(func() error {
 			spec := replicaSpec(e.NewID(s.App, s.Env, rev.Number), s.App, s.Env, rev)
+			if restart != "" {
+				spec.Labels = map[string]string{LabelRestart: restart}
+			}
 			r, err := e.Driver.Start(gctx, spec)
 			if err != nil {
 				return fmt.Errorf("start replica of %s revision %d: %w", s.App, rev.Number, err)
@@ -194,6 +211,10 @@ func (e *Executor) route(s State, newRs, oldRs []driver.Replica) error {
 		return nil
 	}
 	newAddrs, oldAddrs := addrs(newRs), addrs(oldRs)
+	if s.Old.Number == s.New.Number {
+		// A restart: both sets are the one revision's backends.
+		newAddrs, oldAddrs = append(newAddrs, oldAddrs...), nil
+	}
 	if s.Old.Number != 0 && s.Old.Number != s.New.Number {
 		// Old first: while the new revision is added it can only gain backends.
 		if err := e.Traffic.SetBackends(s.Old.Number, oldAddrs); err != nil {

@@ -552,10 +552,14 @@ func (rn *Runner) step(ctx context.Context, r *deployerv1.Rollout, step *deploye
 func (rn *Runner) converge(ctx context.Context, r *deployerv1.Rollout, newRev, oldRev Revision, newN, oldN, weight int32, deadline time.Duration) error {
 	cctx, cancel := context.WithTimeout(ctx, deadline)
 	defer cancel()
-	return rn.Exec.Converge(cctx, State{
+	st := State{
 		App: r.GetApplication(), Env: r.GetEnvironment(), New: newRev, Old: oldRev,
 		NewReplicas: newN, OldReplicas: oldN, Weight: weight,
-	})
+	}
+	if r.GetKind() == deployerv1.RolloutKind_ROLLOUT_KIND_RESTART {
+		st.Restart = r.GetId()
+	}
+	return rn.Exec.Converge(cctx, st)
 }
 
 // pause waits for its duration (counted from the step's start, so a
