@@ -211,7 +211,7 @@ func TestDeployerOnKubernetes(t *testing.T) {
 
 	// First deploy.
 	r := s.deployApp(t, app, kubeSpec("v1", 3, nil))
-	r = s.waitKube(t, app, r.GetId(), 2*time.Minute, deployerv1.RolloutPhase_ROLLOUT_PHASE_SUCCEEDED)
+	s.waitKube(t, app, r.GetId(), 2*time.Minute, deployerv1.RolloutPhase_ROLLOUT_PHASE_SUCCEEDED)
 	waitPods(t, s, app, time.Minute, map[uint32]int{1: 3})
 	got, err := s.client.GetApplication(ctx, &deployerv1.GetApplicationRequest{Name: app})
 	if err != nil {
@@ -231,7 +231,7 @@ func TestDeployerOnKubernetes(t *testing.T) {
 	if n := len(r.GetSteps()); n != 1 {
 		t.Errorf("rolling on Kubernetes planned %d steps, want 1 handed to the Deployment: %v", n, r.GetSteps())
 	}
-	r = s.waitKube(t, app, r.GetId(), 2*time.Minute, deployerv1.RolloutPhase_ROLLOUT_PHASE_SUCCEEDED)
+	s.waitKube(t, app, r.GetId(), 2*time.Minute, deployerv1.RolloutPhase_ROLLOUT_PHASE_SUCCEEDED)
 	waitPods(t, s, app, time.Minute, map[uint32]int{2: 3})
 	deps := deploymentsOf(t, admin, ns)
 	if d := deps[app+"-blue"]; d == nil || d.Spec.Strategy.RollingUpdate == nil || d.Spec.Strategy.RollingUpdate.MaxUnavailable.IntValue() != 0 {
@@ -311,7 +311,7 @@ func TestDeployerOnKubernetes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r = s.waitKube(t, app, rs.GetRollout().GetId(), 2*time.Minute, deployerv1.RolloutPhase_ROLLOUT_PHASE_SUCCEEDED)
+	s.waitKube(t, app, rs.GetRollout().GetId(), 2*time.Minute, deployerv1.RolloutPhase_ROLLOUT_PHASE_SUCCEEDED)
 	waitPods(t, s, app, time.Minute, map[uint32]int{4: 2})
 	restarted := podNames()
 	for _, n := range restarted {
