@@ -133,6 +133,11 @@ type Config struct {
 	Demo bool
 	// Version is reported by the API.
 	Version string
+	// ReplicaID names this process among replicas of its services sharing
+	// one NATS (leases, pkg/lease); unique among live processes. Empty:
+	// the one kept in the data dir (replicaID) — for the health-checker
+	// only with the embedded NATS, else random per start.
+	ReplicaID string
 }
 
 func (c *Config) has(target string) bool { return slices.Contains(c.Targets, target) }
@@ -434,7 +439,13 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, out io.Writer) error
 		if err != nil {
 			return err
 		}
-		hc, err := healthchecker.New(healthchecker.Config{}, healthchecker.Deps{
+		// The health-checker keeps nothing on disk: its id is kept in the
+		// data dir only where the embedded NATS uses that dir anyway.
+		hcReplica, err := replicaOf(cfg, cfg.NATSURL == "")
+		if err != nil {
+			return err
+		}
+		hc, err := healthchecker.New(healthchecker.Config{ReplicaID: hcReplica}, healthchecker.Deps{
 			Logger: serviceLog(healthchecker.Name), Registerer: reg, JetStream: js, Events: bus,
 		})
 		if err != nil {
@@ -490,7 +501,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, out io.Writer) error
 		if svcConns.Monitor != nil {
 			deps.Monitor = monitorv1.NewMonitorServiceClient(svcConns.Monitor)
 		}
-		replica, err := replicaID(dataDirOf(cfg))
+		replica, err := replicaOf(cfg, true)
 		if err != nil {
 			return err
 		}
@@ -523,7 +534,11 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, out io.Writer) error
 		if svcConns.Monitor != nil {
 			deps.Monitor = monitorv1.NewMonitorServiceClient(svcConns.Monitor)
 		}
-		pr, err := pipelinerunner.New(pipelinerunner.Config{DataDir: filepath.Join(dataDirOf(cfg), "pipelinerunner"), Docker: cfg.Docker}, deps)
+		prReplica, err := replicaOf(cfg, true)
+		if err != nil {
+			return err
+		}
+		pr, err := pipelinerunner.New(pipelinerunner.Config{DataDir: filepath.Join(dataDirOf(cfg), "pipelinerunner"), Docker: cfg.Docker, ReplicaID: prReplica}, deps)
 		if err != nil {
 			return err
 		}
@@ -758,6 +773,22 @@ func (b bearer) GetRequestMetadata(context.Context, ...string) (map[string]strin
 func (bearer) RequireTransportSecurity() bool { return false }
 
 var _ credentials.PerRPCCredentials = bearer("")
+
+// replicaOf is the replica id of this process's services: --replica-id,
+// else, when kept is set, the one kept in the data dir (replicaID), else
+// empty (the service picks a random one per start).
+func replicaOf(cfg Config, kept bool) (string, error) {
+	switch {
+	case cfg.ReplicaID != "":
+		if !replicaIDRE.MatchString(cfg.ReplicaID) {
+			return "", fmt.Errorf("replica id %q: want 1-64 letters, digits, '-', '_' or '='", cfg.ReplicaID)
+		}
+		return cfg.ReplicaID, nil
+	case kept:
+		return replicaID(dataDirOf(cfg))
+	}
+	return "", nil
+}
 
 // dataDirOf is where services keep local files: the data dir, or the
 // working directory when running against an external NATS without one.

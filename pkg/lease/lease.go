@@ -42,9 +42,13 @@
 // unique among live processes: two live processes with one id would steal
 // from each other.
 //
+// The argument assumes clocks run at about the same rate; a step of the
+// server's wall clock (not slewed by NTP) can end leases early.
+//
 // TTLs are whole seconds (the server's unit), at least one; shorter or
-// fractional TTLs are rounded up. The bucket must be reached without a
-// JetStream domain or API prefix.
+// fractional TTLs are rounded up. The server must support per-message TTLs
+// (NATS 2.11 or later), and the bucket must be reached without a JetStream
+// domain or API prefix.
 //
 // # Use
 //
@@ -336,6 +340,12 @@ func (s *Store) write(ctx context.Context, key string, data []byte, rev uint64, 
 // Acquire waits until it holds key (see TryAcquire) or ctx ends. It wakes
 // as soon as the key is released or expires.
 func (s *Store) Acquire(ctx context.Context, key string, ttl time.Duration) (*Lease, error) {
+	l, err := s.TryAcquire(ctx, key, ttl)
+	if !errors.Is(err, ErrHeld) {
+		return l, err
+	}
+	// Held: watch the key, then try again (a release may have come
+	// before the watch started) and after every removal.
 	w, err := s.kv.Watch(ctx, key, jetstream.UpdatesOnly())
 	if err != nil {
 		return nil, fmt.Errorf("lease: watch %s: %w", key, err)

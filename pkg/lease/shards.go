@@ -295,8 +295,8 @@ func (sh *Shards) rebalance(ctx context.Context) {
 		if _, ok := sh.owned[n]; ok {
 			continue
 		}
-		if _, taken := sh.owners[n]; taken {
-			continue
+		if h, taken := sh.owners[n]; taken && h != sh.store.holder {
+			continue // an earlier run of this holder left it: reclaimed below
 		}
 		free = append(free, n)
 	}

@@ -217,3 +217,25 @@ func TestShardsRunTwiceInOneStore(t *testing.T) {
 		t.Fatalf("second Run: err = %v, want ErrHeld", err)
 	}
 }
+
+// TestShardsReclaimedAfterRestart: a replica restarted with its holder id
+// (after a crash, its leases still live) takes its shards back at once.
+func TestShardsReclaimedAfterRestart(t *testing.T) {
+	srv := natstest.Start(t, "")
+	led := newLedger(t)
+	const ttl = 5 * time.Minute // waiting for expiry would time the test out
+	first := join(t, srv, "a", led, 8, ttl)
+	waitSpread(t, led, map[string]int{"a": 8}, time.Minute)
+	first.nc.Close() // crash: nothing released
+	waitSpread(t, led, map[string]int{}, time.Minute)
+	second := join(t, srv, "a", led, 8, ttl)
+	select {
+	case <-second.shards.Ready():
+	case <-time.After(time.Minute):
+		t.Fatal("restarted replica not ready")
+	}
+	if got := second.shards.Owned(); len(got) != 8 {
+		t.Fatalf("restarted replica owns %v, want all 8 back at once", got)
+	}
+	waitSpread(t, led, map[string]int{"a": 8}, time.Minute)
+}

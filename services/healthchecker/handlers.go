@@ -3,6 +3,7 @@ package healthchecker
 import (
 	"context"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -41,46 +42,52 @@ func (s *Service) create(ctx context.Context, in *hcv1.Target) (*hcv1.Target, er
 		return nil, ErrNotReady
 	}
 	spec := proto.CloneOf(in)
-	cc, err := normalize(spec)
-	if err != nil {
+	if _, err := normalize(spec); err != nil {
 		return nil, err
 	}
 	now := timestamppb.Now()
 	spec.CreateTime, spec.UpdateTime = now, now
 	stored := proto.CloneOf(spec)
 	stored.Status = &hcv1.TargetStatus{State: hcv1.CheckState_CHECK_STATE_PENDING, LastTransitionTime: now}
-	// The store decides who wins a race for the name.
+	// The store decides who wins a race for the name; the replica holding
+	// the target's shard starts checking it when its mirror sees it.
 	rev, err := s.store.create(ctx, stored)
 	if err != nil {
 		return nil, err
 	}
-	t, err := newTarget(spec, cc, stored.Status, rev)
+	s.waitRevision(ctx, rev)
+	t, err := s.lookup(spec.GetName())
 	if err != nil {
 		_ = s.store.delete(ctx, spec.GetName())
-		return nil, err
+		return nil, fmt.Errorf("target %s stored but not loaded (see the log): %w", spec.GetName(), err)
 	}
-	s.mu.Lock()
-	s.startLocked(t)
-	s.mu.Unlock()
-	s.publishRegistered(ctx, t)
+	view := t.view()
+	s.publishRegistered(ctx, view)
 	s.log.Info("target created", "target", spec.GetName(), "group", spec.GetGroup(), "kind", checkKind(spec))
-	return t.view(), nil
+	return view, nil
 }
 
-func (s *Service) publishRegistered(ctx context.Context, t *target) {
+func (s *Service) publishRegistered(ctx context.Context, view *hcv1.Target) {
 	if _, err := s.events.Publish(ctx, eventbus.Event{
-		Type: EventTargetRegistered, Subject: t.spec.GetName(),
-		Data: &eventsv1.HealthTargetRegistered{Target: t.view()},
+		Type: EventTargetRegistered, Subject: view.GetName(),
+		Data: &eventsv1.HealthTargetRegistered{Target: view},
 	}); err != nil {
-		s.log.Warn("publish target registered", "target", t.spec.GetName(), "err", err)
+		s.log.Warn("publish target registered", "target", view.GetName(), "err", err)
 	}
 }
 
-// GetTarget returns one target with its status.
-func (s *Service) GetTarget(_ context.Context, req *hcv1.GetTargetRequest) (*hcv1.GetTargetResponse, error) {
+// GetTarget returns one target with its status: as the replica checking it
+// knows it, or as last stored when that replica does not answer.
+func (s *Service) GetTarget(ctx context.Context, req *hcv1.GetTargetRequest) (*hcv1.GetTargetResponse, error) {
 	t, err := s.lookup(req.GetName())
 	if err != nil {
 		return nil, toStatus(err)
+	}
+	if !s.checksHere(req.GetName()) {
+		resp := &hcv1.GetTargetResponse{}
+		if err := s.forward(ctx, req.GetName(), "GetTarget", req, resp, false); err == nil {
+			return resp, nil
+		}
 	}
 	return &hcv1.GetTargetResponse{Target: t.view()}, nil
 }
@@ -140,8 +147,8 @@ func (s *Service) update(ctx context.Context, req *hcv1.UpdateTargetRequest) (*h
 	if req.GetTarget() == nil {
 		return nil, &ValidationError{Subject: "target", Fields: []*FieldError{{Field: "target", Reason: "is required"}}}
 	}
-	old, err := s.lookup(req.GetTarget().GetName())
-	if err != nil {
+	name := req.GetTarget().GetName()
+	if _, err := s.lookup(name); err != nil {
 		return nil, err
 	}
 	paths := req.GetUpdateMask().GetPaths()
@@ -153,57 +160,48 @@ func (s *Service) update(ctx context.Context, req *hcv1.UpdateTargetRequest) (*h
 			return nil, &ValidationError{Subject: "target", Fields: []*FieldError{{Field: "update_mask", Reason: fmt.Sprintf("%q cannot be updated; settable: %s", p, strings.Join(settableFields, ", "))}}}
 		}
 	}
-	spec := proto.CloneOf(old.spec)
-	if err := applyMask(spec.ProtoReflect(), req.GetTarget().ProtoReflect(), paths); err != nil {
-		return nil, &ValidationError{Subject: "target", Fields: []*FieldError{{Field: "update_mask", Reason: err.Error()}}}
+	// Read, change, write with the revision read; the replica checking the
+	// target may write a transition in between, then read again.
+	for attempt := 0; ; attempt++ {
+		stored, rev, err := s.store.get(ctx, name)
+		if err != nil {
+			return nil, err
+		}
+		oldSpec := proto.CloneOf(stored)
+		oldSpec.Status = nil
+		spec := proto.CloneOf(oldSpec)
+		if err := applyMask(spec.ProtoReflect(), req.GetTarget().ProtoReflect(), paths); err != nil {
+			return nil, &ValidationError{Subject: "target", Fields: []*FieldError{{Field: "update_mask", Reason: err.Error()}}}
+		}
+		created := spec.GetCreateTime()
+		if _, err := normalize(spec); err != nil {
+			return nil, err
+		}
+		spec.CreateTime, spec.UpdateTime = created, timestamppb.Now()
+		st := stored.GetStatus()
+		checkChanged := !proto.Equal(checkOf(spec), checkOf(oldSpec))
+		if checkChanged {
+			st = &hcv1.TargetStatus{State: hcv1.CheckState_CHECK_STATE_PENDING, LastTransitionTime: spec.UpdateTime}
+		}
+		next := proto.CloneOf(spec)
+		next.Status = st
+		newRev, err := s.store.update(ctx, next, rev)
+		if errors.Is(err, ErrConflict) && attempt < 5 {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		s.waitRevision(ctx, newRev)
+		view := next
+		if t, err := s.lookup(name); err == nil {
+			view = t.view()
+		}
+		if checkChanged {
+			s.publishRegistered(ctx, view)
+		}
+		return view, nil
 	}
-	created := spec.GetCreateTime()
-	cc, err := normalize(spec)
-	if err != nil {
-		return nil, err
-	}
-	spec.CreateTime, spec.UpdateTime = created, timestamppb.Now()
-
-	// Holding persistMu keeps the old loop from writing a transition between
-	// reading the revision and replacing the entry.
-	old.persistMu.Lock()
-	old.mu.Lock()
-	st := proto.CloneOf(old.status)
-	rev := old.revision
-	old.mu.Unlock()
-	checkChanged := !proto.Equal(checkOf(spec), checkOf(old.spec))
-	if checkChanged {
-		st = &hcv1.TargetStatus{State: hcv1.CheckState_CHECK_STATE_PENDING, LastTransitionTime: spec.UpdateTime}
-	}
-	stored := proto.CloneOf(spec)
-	stored.Status = st
-	newRev, err := s.store.update(ctx, stored, rev)
-	if err == nil {
-		old.mu.Lock()
-		old.removed = true // its loop must not write over the new entry
-		old.mu.Unlock()
-	}
-	old.persistMu.Unlock()
-	if err != nil {
-		return nil, err
-	}
-	nt, err := newTarget(spec, cc, st, newRev)
-	if err != nil {
-		return nil, err
-	}
-	if !checkChanged {
-		old.mu.Lock()
-		nt.history = old.history.clone()
-		old.mu.Unlock()
-	}
-	s.stopTarget(old)
-	s.mu.Lock()
-	s.startLocked(nt)
-	s.mu.Unlock()
-	if checkChanged {
-		s.publishRegistered(ctx, nt)
-	}
-	return nt.view(), nil
 }
 
 func checkOf(t *hcv1.Target) *hcv1.Target {
@@ -219,12 +217,13 @@ func (s *Service) DeleteTarget(ctx context.Context, req *hcv1.DeleteTargetReques
 	if err := s.store.delete(ctx, req.GetName()); err != nil {
 		return nil, toStatus(err)
 	}
-	s.mu.Lock()
-	if s.targets[req.GetName()] == t {
-		delete(s.targets, req.GetName())
-	}
-	s.mu.Unlock()
-	s.stopTarget(t)
+	// Every replica's mirror drops it; the one checking it stops.
+	s.waitApplied(ctx, func() bool {
+		s.mu.RLock()
+		defer s.mu.RUnlock()
+		_, ok := s.targets[req.GetName()]
+		return !ok
+	})
 	if _, err := s.events.Publish(ctx, eventbus.Event{
 		Type: EventTargetRemoved, Subject: t.spec.GetName(),
 		Data: &eventsv1.HealthTargetRemoved{Name: t.spec.GetName(), Group: t.spec.GetGroup()},
@@ -235,11 +234,38 @@ func (s *Service) DeleteTarget(ctx context.Context, req *hcv1.DeleteTargetReques
 	return &hcv1.DeleteTargetResponse{}, nil
 }
 
-// ListResults returns recent results, newest first.
-func (s *Service) ListResults(_ context.Context, req *hcv1.ListResultsRequest) (*hcv1.ListResultsResponse, error) {
+// ListResults returns recent results, newest first. The history is kept
+// by the replica checking the target; another answers with what it kept
+// while it checked it when that one does not answer.
+func (s *Service) ListResults(ctx context.Context, req *hcv1.ListResultsRequest) (*hcv1.ListResultsResponse, error) {
+	if _, err := s.lookup(req.GetName()); err != nil {
+		return nil, toStatus(err)
+	}
+	if req.GetPageSize() < 0 {
+		return nil, status.Error(codes.InvalidArgument, "page_size: must not be negative")
+	}
+	if !s.checksHere(req.GetName()) {
+		resp := &hcv1.ListResultsResponse{}
+		if err := s.forward(ctx, req.GetName(), "ListResults", req, resp, false); err == nil {
+			return resp, nil
+		}
+	}
+	resp, err := s.listResults(req)
+	return resp, toStatus(err)
+}
+
+// listResultsHere answers ListResults for a target this replica checks.
+func (s *Service) listResultsHere(req *hcv1.ListResultsRequest) (*hcv1.ListResultsResponse, error) {
+	if !s.checksHere(req.GetName()) {
+		return nil, errNotHere
+	}
+	return s.listResults(req)
+}
+
+func (s *Service) listResults(req *hcv1.ListResultsRequest) (*hcv1.ListResultsResponse, error) {
 	t, err := s.lookup(req.GetName())
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, err
 	}
 	n := int(req.GetPageSize())
 	if n < 0 {
@@ -271,33 +297,88 @@ func (s *Service) RunChecks(ctx context.Context, req *hcv1.RunChecksRequest) (*h
 	} else {
 		sel = s.snapshot(req.GetGroup())
 	}
+	resp := &hcv1.RunChecksResponse{Targets: make([]*hcv1.Target, len(sel))}
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(cap(s.sem))
-	for _, t := range sel {
+	for i, t := range sel {
 		if t.spec.GetTtl() != nil {
+			resp.Targets[i] = t.view()
 			continue // nothing to run: a TTL target is judged by its heartbeats
 		}
 		g.Go(func() error {
-			s.record(gctx, t, s.probe(gctx, t), time.Time{})
+			// Run by the replica checking the target, so its state
+			// follows one sequence of results.
+			name := t.spec.GetName()
+			r, err := onChecker(s, gctx, name, "RunCheck", &hcv1.GetTargetRequest{Name: name}, &hcv1.GetTargetResponse{},
+				func() (*hcv1.GetTargetResponse, error) { return s.runCheckHere(gctx, name) })
+			if err != nil {
+				return err
+			}
+			resp.Targets[i] = r.GetTarget()
 			return nil
 		})
 	}
-	_ = g.Wait()
+	if err := g.Wait(); err != nil {
+		return nil, toStatus(err)
+	}
 	if err := ctx.Err(); err != nil {
 		return nil, status.FromContextError(err).Err()
-	}
-	resp := &hcv1.RunChecksResponse{Targets: make([]*hcv1.Target, len(sel))}
-	for i, t := range sel {
-		resp.Targets[i] = t.view()
 	}
 	return resp, nil
 }
 
-// Heartbeat records a result pushed by a TTL target.
+// runCheckHere checks a target this replica checks now.
+func (s *Service) runCheckHere(ctx context.Context, name string) (*hcv1.GetTargetResponse, error) {
+	if !s.checksHere(name) {
+		return nil, errNotHere
+	}
+	t, err := s.lookup(name)
+	if err != nil {
+		return nil, err
+	}
+	if t.spec.GetTtl() == nil {
+		s.record(ctx, t, s.probe(ctx, t), time.Time{})
+	}
+	return &hcv1.GetTargetResponse{Target: t.view()}, nil
+}
+
+// onChecker runs here when this replica checks the target named name, else
+// asks the replica that does, waiting for a shard being handed over.
+func onChecker[R proto.Message](s *Service, ctx context.Context, name, method string, req proto.Message, resp R, here func() (R, error)) (R, error) {
+	for {
+		if s.checksHere(name) {
+			r, err := here()
+			if !errors.Is(err, errNotHere) {
+				return r, err
+			}
+		}
+		err := s.forward(ctx, name, method, req, resp, true)
+		if errors.Is(err, errHereNow) {
+			continue
+		}
+		return resp, err
+	}
+}
+
+// Heartbeat records a result pushed by a TTL target, at the replica
+// checking it.
 func (s *Service) Heartbeat(ctx context.Context, req *hcv1.HeartbeatRequest) (*hcv1.HeartbeatResponse, error) {
+	if _, err := s.lookup(req.GetName()); err != nil {
+		return nil, toStatus(err)
+	}
+	resp, err := onChecker(s, ctx, req.GetName(), "Heartbeat", req, &hcv1.HeartbeatResponse{},
+		func() (*hcv1.HeartbeatResponse, error) { return s.heartbeatHere(ctx, req) })
+	return resp, toStatus(err)
+}
+
+// heartbeatHere records a heartbeat for a target this replica checks.
+func (s *Service) heartbeatHere(ctx context.Context, req *hcv1.HeartbeatRequest) (*hcv1.HeartbeatResponse, error) {
+	if !s.checksHere(req.GetName()) {
+		return nil, errNotHere
+	}
 	t, err := s.lookup(req.GetName())
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, err
 	}
 	if t.spec.GetTtl() == nil {
 		return nil, toStatus(fmt.Errorf("%w: %q has a %s check", ErrNotTTL, req.GetName(), checkKind(t.spec)))

@@ -2,7 +2,8 @@
 // HTTP(S), TCP, gRPC health, exec and pushed heartbeats on a schedule, keeps
 // their state with failure and success thresholds, persists targets in a
 // JetStream KV bucket, streams transitions to watchers and publishes them as
-// events.
+// events. Replicas sharing one NATS split the targets between them by
+// shard leases, each target checked by one replica (see replicas.go).
 package healthchecker
 
 import (
@@ -14,10 +15,12 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	eventsv1 "github.com/opsuite/opsuite/gen/opsuite/events/v1"
 	hcv1 "github.com/opsuite/opsuite/gen/opsuite/healthchecker/v1"
 	"github.com/opsuite/opsuite/pkg/eventbus"
+	"github.com/opsuite/opsuite/pkg/lease"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/proto"
@@ -39,6 +42,17 @@ type Config struct {
 	MaxConcurrentChecks int
 	// StoreReplicas is the JetStream replica count of the targets bucket.
 	StoreReplicas int
+	// ReplicaID names this process among the health-checkers sharing one
+	// NATS; it must be unique among live processes. Default
+	// lease.DefaultHolder().
+	ReplicaID string
+	// LeaseTTL is how long a replica's claim on its shards of targets lasts
+	// without renewal: a killed replica's targets are checked by another
+	// about this long after it died. Default 10s.
+	LeaseTTL time.Duration
+	// Shards is the number of shards targets are spread over (by name);
+	// every replica must use the same. Default 32.
+	Shards int
 }
 
 // Publisher publishes domain events.
@@ -63,6 +77,7 @@ type Service struct {
 	cfg         Config
 	log         *slog.Logger
 	js          jetstream.JetStream
+	nc          *nats.Conn
 	events      Publisher
 	store       *store
 	prober      *prober
@@ -77,9 +92,14 @@ type Service struct {
 	draining  chan struct{}
 
 	mu      sync.RWMutex
-	targets map[string]*target
-	runCtx  context.Context //nolint:containedctx // the Run context, handed to target loops started by RPCs
+	targets map[string]*target      // every target, mirrored from the bucket
+	owned   map[int]context.Context // shards this replica checks → their ownership
+	runCtx  context.Context         //nolint:containedctx // the Run context, for forwarded requests
 	loops   sync.WaitGroup
+
+	appliedMu sync.Mutex
+	applied   uint64        // last bucket revision mirrored into targets
+	appliedCh chan struct{} // closed and replaced when applied advances
 }
 
 // New builds the service; Run loads the stored targets and starts checking.
@@ -97,18 +117,30 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	if cfg.MaxConcurrentChecks <= 0 {
 		cfg.MaxConcurrentChecks = 1024
 	}
+	if cfg.ReplicaID == "" {
+		cfg.ReplicaID = lease.DefaultHolder()
+	}
+	if cfg.LeaseTTL <= 0 {
+		cfg.LeaseTTL = 10 * time.Second
+	}
+	if cfg.Shards <= 0 {
+		cfg.Shards = lease.DefaultShards
+	}
 	s := &Service{
 		cfg:         cfg,
-		log:         log,
+		log:         log.With("replica", cfg.ReplicaID),
 		js:          deps.JetStream,
+		nc:          deps.JetStream.Conn(),
 		events:      deps.Events,
-		prober:      newProber(),
+		prober:      newProber(cfg.ReplicaID),
 		hub:         newHub(),
 		scheduleLag: deps.ScheduleLag,
 		sem:         make(chan struct{}, cfg.MaxConcurrentChecks),
 		readyCh:     make(chan struct{}),
 		draining:    make(chan struct{}),
 		targets:     map[string]*target{},
+		owned:       map[int]context.Context{},
+		appliedCh:   make(chan struct{}),
 	}
 	s.metrics = newMetrics(s)
 	if deps.Registerer != nil {
@@ -131,43 +163,62 @@ func (s *Service) Ready() <-chan struct{} { return s.readyCh }
 // wait on them; checks go on until Run's context ends.
 func (s *Service) Drain() { s.drainOnce.Do(func() { close(s.draining) }) }
 
-// Run loads stored targets, checks them until ctx ends, then stops every
-// check and returns.
+// Run mirrors the stored targets, joins the replicas sharing the targets'
+// shards, checks the targets of the shards it holds until ctx ends, then
+// stops every check, hands its shards back and returns.
 func (s *Service) Run(ctx context.Context) error {
 	st, err := openStore(ctx, s.js, s.cfg.StoreReplicas)
 	if err != nil {
 		return fmt.Errorf("healthchecker: %w", err)
 	}
-	stored, err := st.loadAll(ctx)
+	leases, err := lease.Open(ctx, s.js, lease.Config{Holder: s.cfg.ReplicaID, Replicas: s.cfg.StoreReplicas, Logger: s.log})
 	if err != nil {
 		return fmt.Errorf("healthchecker: %w", err)
 	}
+	shards, err := leases.Shards(lease.ShardsConfig{Group: Name, Count: s.cfg.Shards, TTL: s.cfg.LeaseTTL, Work: s.runShard})
+	if err != nil {
+		return fmt.Errorf("healthchecker: %w", err)
+	}
+	w, err := st.kv.WatchAll(ctx)
+	if err != nil {
+		return fmt.Errorf("healthchecker: watch targets: %w", err)
+	}
+	defer func() { _ = w.Stop() }()
 	s.mu.Lock()
 	s.store = st
 	s.runCtx = ctx
-	for _, e := range stored {
-		cc, err := normalize(proto.CloneOf(e.target))
-		if err != nil {
-			s.log.Error("stored target no longer valid; skipped", "target", e.target.GetName(), "err", err)
-			continue
-		}
-		status := e.target.GetStatus()
-		spec := proto.CloneOf(e.target)
-		spec.Status = nil
-		t, err := newTarget(spec, cc, status, e.revision)
-		if err != nil {
-			s.log.Error("restore target", "target", spec.GetName(), "err", err)
-			continue
-		}
-		s.startLocked(t)
-	}
-	n := len(s.targets)
 	s.mu.Unlock()
+	if err := s.loadInitial(ctx, w); err != nil {
+		return fmt.Errorf("healthchecker: %w", err)
+	}
+
+	var wg sync.WaitGroup
+	shardErr := make(chan error, 1)
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		s.follow(ctx, w)
+	}()
+	go func() {
+		defer wg.Done()
+		shardErr <- shards.Run(ctx)
+	}()
+	select {
+	case <-shards.Ready():
+	case err := <-shardErr:
+		wg.Wait()
+		return fmt.Errorf("healthchecker: %w", err)
+	case <-ctx.Done():
+	}
+	s.mu.RLock()
+	n := len(s.targets)
+	s.mu.RUnlock()
 	s.ready.Store(true)
 	close(s.readyCh)
-	s.log.Info("health-checker ready", "targets", n)
+	s.log.Info("health-checker ready", "targets", n, "shards", shards.Owned(), "replicas", shards.Members())
 
 	<-ctx.Done()
+	wg.Wait()
 	s.loops.Wait()
 	s.mu.Lock()
 	for _, t := range s.targets {
@@ -177,38 +228,42 @@ func (s *Service) Run(ctx context.Context) error {
 	}
 	s.mu.Unlock()
 	s.prober.close()
+	select {
+	case err := <-shardErr:
+		if err != nil {
+			return fmt.Errorf("healthchecker: %w", err)
+		}
+	default:
+	}
 	return nil
 }
 
-// startLocked registers t and starts its loop; s.mu must be held.
-func (s *Service) startLocked(t *target) {
-	s.targets[t.spec.GetName()] = t
-	s.loops.Add(1)
-	go func() {
-		defer s.loops.Done()
-		s.run(s.runCtx, t)
-	}()
-}
-
-// stopTarget stops t's loop and waits for it.
+// stopTarget marks t removed and stops its loop, if it runs here.
 func (s *Service) stopTarget(t *target) {
 	t.mu.Lock()
 	t.removed = true
 	t.mu.Unlock()
-	close(t.stop)
-	<-t.done
+	s.mu.Lock()
+	lp := t.loop
+	t.loop = nil
+	s.mu.Unlock()
+	if lp != nil {
+		lp.halt()
+	}
 	if t.grpcConn != nil {
 		_ = t.grpcConn.Close()
 	}
 }
 
-// transition persists a state change, publishes it and tells watchers.
-func (s *Service) transition(ctx context.Context, t *target, tr *hcv1.TargetTransition) {
+// transition persists a state change, then publishes it and tells
+// watchers: only the replica checking the target does, once per change.
+func (s *Service) transition(ctx context.Context, t *target, tr *hcv1.TargetTransition, res *hcv1.CheckResult) {
+	tr, ok := s.persistTransition(ctx, t, tr, res)
+	if !ok {
+		return
+	}
 	s.log.Info("target state changed", "target", tr.GetName(), "group", tr.GetGroup(),
 		"from", tr.GetPreviousState().String(), "to", tr.GetState().String(), "reason", tr.GetResult().GetMessage())
-	if err := s.persist(ctx, t); err != nil {
-		s.log.Warn("persist target status", "target", tr.GetName(), "err", err)
-	}
 	s.hub.publish(tr)
 	if _, err := s.events.Publish(ctx, eventbus.Event{
 		Type:    EventTargetChanged,
@@ -219,26 +274,66 @@ func (s *Service) transition(ctx context.Context, t *target, tr *hcv1.TargetTran
 	}
 }
 
-// persist writes t's spec and current status to the store.
-func (s *Service) persist(ctx context.Context, t *target) error {
+// persistTransition writes t's status after tr. It reports false when the
+// transition must not be announced: this replica no longer checks t, t was
+// removed or changed, or — after re-applying res to a status another
+// replica stored last — the state does not change after all.
+func (s *Service) persistTransition(ctx context.Context, t *target, tr *hcv1.TargetTransition, res *hcv1.CheckResult) (*hcv1.TargetTransition, bool) {
 	t.persistMu.Lock()
 	defer t.persistMu.Unlock()
-	t.mu.Lock()
-	if t.removed {
+	for attempt := 0; ; attempt++ {
+		if !s.checksHere(t.spec.GetName()) {
+			return nil, false
+		}
+		t.mu.Lock()
+		if t.removed {
+			t.mu.Unlock()
+			return nil, false
+		}
+		rev := t.revision
 		t.mu.Unlock()
-		return nil
+		newRev, err := s.store.update(ctx, t.view(), rev)
+		if err == nil {
+			t.mu.Lock()
+			t.revision = newRev
+			t.mu.Unlock()
+			return tr, true
+		}
+		if !errors.Is(err, ErrConflict) || attempt == 3 {
+			// Watchers and subscribers still learn of it; the stored
+			// status catches up at the next transition.
+			s.log.Warn("persist target status", "target", tr.GetName(), "err", err)
+			return tr, true
+		}
+		// Another replica wrote last (it checked the target before this
+		// one took over): continue from what it stored.
+		stored, rev, err := s.store.get(ctx, t.spec.GetName())
+		if err != nil {
+			s.log.Warn("reload target status", "target", tr.GetName(), "err", err)
+			return nil, false
+		}
+		spec := proto.CloneOf(stored)
+		spec.Status = nil
+		if !proto.Equal(spec, t.spec) {
+			return nil, false // changed meanwhile; its new loop takes over
+		}
+		t.mu.Lock()
+		next := t.status.GetNextCheckTime()
+		t.status = stored.GetStatus()
+		if t.status == nil {
+			t.status = &hcv1.TargetStatus{State: hcv1.CheckState_CHECK_STATE_PENDING}
+		}
+		t.revision = rev
+		prev := t.status.GetState()
+		changed := applyResult(t.status, t.spec.GetFailureThreshold(), t.spec.GetSuccessThreshold(), res)
+		t.status.NextCheckTime = next
+		state := t.status.GetState()
+		t.mu.Unlock()
+		if !changed {
+			return nil, false
+		}
+		tr.PreviousState, tr.State = prev, state
 	}
-	rev := t.revision
-	t.mu.Unlock()
-	snapshot := t.view()
-	newRev, err := s.store.update(ctx, snapshot, rev)
-	if err != nil {
-		return err
-	}
-	t.mu.Lock()
-	t.revision = newRev
-	t.mu.Unlock()
-	return nil
 }
 
 func (s *Service) lookup(name string) (*target, error) {

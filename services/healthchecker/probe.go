@@ -44,9 +44,15 @@ type prober struct {
 	insecureTransport *http.Transport
 	// clients are built once, indexed [tls_skip_verify][follow_redirects].
 	clients [2][2]*http.Client
+	// replica names the checking replica in ReplicaHeader.
+	replica string
 }
 
-func newProber() *prober {
+// ReplicaHeader names the replica sending an HTTP check, unless the target
+// sets it itself.
+const ReplicaHeader = "Opsuite-Replica"
+
+func newProber(replica string) *prober {
 	mk := func(skipVerify bool) *http.Transport {
 		return &http.Transport{
 			Proxy:                 nil,
@@ -60,7 +66,7 @@ func newProber() *prober {
 			TLSClientConfig:       &tls.Config{InsecureSkipVerify: skipVerify}, //nolint:gosec // the target asked for it
 		}
 	}
-	p := &prober{transport: mk(false), insecureTransport: mk(true)}
+	p := &prober{transport: mk(false), insecureTransport: mk(true), replica: replica}
 	noFollow := func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 	for i, tr := range []*http.Transport{p.transport, p.insecureTransport} {
 		p.clients[i][0] = &http.Client{Transport: tr, CheckRedirect: noFollow}
@@ -110,6 +116,9 @@ func (p *prober) probeHTTP(ctx context.Context, h *hcv1.HttpCheck, cc *compiledC
 	}
 	if req.Header.Get("User-Agent") == "" {
 		req.Header.Set("User-Agent", "opsuite-healthchecker")
+	}
+	if p.replica != "" && req.Header.Get(ReplicaHeader) == "" {
+		req.Header.Set(ReplicaHeader, p.replica)
 	}
 	resp, err := p.clients[b2i(h.GetTlsSkipVerify())][b2i(h.GetFollowRedirects())].Do(req)
 	if err != nil {

@@ -27,7 +27,7 @@ import (
 // test ends.
 func newTestProber(tb testing.TB) *prober {
 	tb.Helper()
-	p := newProber()
+	p := newProber("")
 	tb.Cleanup(p.close)
 	return p
 }

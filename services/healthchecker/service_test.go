@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -24,6 +25,7 @@ import (
 
 // env is a real embedded NATS server shared by the service instances of one test.
 type env struct {
+	srv *natstest.Server
 	nc  *nats.Conn
 	js  jetstream.JetStream
 	bus *eventbus.Bus
@@ -37,28 +39,37 @@ func newEnv(t *testing.T) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &env{nc: nc, js: js, bus: bus}
+	return &env{srv: srv, nc: nc, js: js, bus: bus}
 }
 
 // instance is one running service with a gRPC client to it.
 type instance struct {
 	client hcv1.HealthCheckerServiceClient
 	stop   func()
+	// mayFail: Run may end with an error (its NATS connection is cut).
+	mayFail atomic.Bool
 }
 
 // start runs a service on e and serves it over an in-memory gRPC listener.
 func (e *env) start(t *testing.T) *instance {
 	t.Helper()
-	svc, err := healthchecker.New(healthchecker.Config{}, healthchecker.Deps{JetStream: e.js, Events: e.bus})
+	return e.startWith(t, healthchecker.Config{}, e.js, e.bus)
+}
+
+// startWith runs a service with cfg on its own JetStream connection.
+func (e *env) startWith(t *testing.T, cfg healthchecker.Config, js jetstream.JetStream, bus *eventbus.Bus) *instance {
+	t.Helper()
+	svc, err := healthchecker.New(cfg, healthchecker.Deps{JetStream: js, Events: bus})
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
+	inst := &instance{}
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		if err := svc.Run(ctx); err != nil {
+		if err := svc.Run(ctx); err != nil && !inst.mayFail.Load() {
 			t.Errorf("Run: %v", err)
 		}
 	}()
@@ -79,7 +90,8 @@ func (e *env) start(t *testing.T) *instance {
 		})
 	}
 	t.Cleanup(stop)
-	return &instance{client: hcv1.NewHealthCheckerServiceClient(conn), stop: stop}
+	inst.client, inst.stop = hcv1.NewHealthCheckerServiceClient(conn), stop
+	return inst
 }
 
 func dur(d time.Duration) *durationpb.Duration { return durationpb.New(d) }

@@ -33,33 +33,20 @@ func openStore(ctx context.Context, js jetstream.JetStream, replicas int) (*stor
 	return &store{kv: kv}, nil
 }
 
-type storedTarget struct {
-	target   *hcv1.Target
-	revision uint64
-}
-
-// loadAll reads every stored target.
-func (s *store) loadAll(ctx context.Context) ([]storedTarget, error) {
-	lister, err := s.kv.ListKeys(ctx)
+// get reads one target with its revision.
+func (s *store) get(ctx context.Context, name string) (*hcv1.Target, uint64, error) {
+	e, err := s.kv.Get(ctx, name)
+	if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
+		return nil, 0, fmt.Errorf("%w: %q", ErrNotFound, name)
+	}
 	if err != nil {
-		return nil, fmt.Errorf("list targets: %w", err)
+		return nil, 0, fmt.Errorf("load target %s: %w", name, err)
 	}
-	var out []storedTarget
-	for key := range lister.Keys() {
-		e, err := s.kv.Get(ctx, key)
-		if errors.Is(err, jetstream.ErrKeyNotFound) {
-			continue
-		}
-		if err != nil {
-			return nil, fmt.Errorf("load target %s: %w", key, err)
-		}
-		t := &hcv1.Target{}
-		if err := proto.Unmarshal(e.Value(), t); err != nil {
-			return nil, fmt.Errorf("decode target %s: %w", key, err)
-		}
-		out = append(out, storedTarget{target: t, revision: e.Revision()})
+	t := &hcv1.Target{}
+	if err := proto.Unmarshal(e.Value(), t); err != nil {
+		return nil, 0, fmt.Errorf("decode target %s: %w", name, err)
 	}
-	return out, nil
+	return t, e.Revision(), nil
 }
 
 // create stores a new target; ErrAlreadyExists when the name is taken.

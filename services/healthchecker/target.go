@@ -32,9 +32,23 @@ type target struct {
 	history  history
 	removed  bool
 
-	stop      chan struct{}
-	done      chan struct{}
+	loop      *loop // the running check loop, under Service.mu; nil when this replica does not check it
 	heartbeat chan struct{}
+}
+
+// loop is one run of a target's check loop.
+type loop struct {
+	stop chan struct{}
+	done chan struct{}
+	once sync.Once
+}
+
+func newLoop() *loop { return &loop{stop: make(chan struct{}), done: make(chan struct{})} }
+
+// halt stops the loop and waits for it.
+func (l *loop) halt() {
+	l.once.Do(func() { close(l.stop) })
+	<-l.done
 }
 
 func newTarget(spec *hcv1.Target, cc *compiledCheck, status *hcv1.TargetStatus, rev uint64) (*target, error) {
@@ -45,8 +59,6 @@ func newTarget(spec *hcv1.Target, cc *compiledCheck, status *hcv1.TargetStatus, 
 		timeout:   spec.GetTimeout().AsDuration(),
 		status:    status,
 		revision:  rev,
-		stop:      make(chan struct{}),
-		done:      make(chan struct{}),
 		heartbeat: make(chan struct{}, 1),
 	}
 	if t.status == nil {
@@ -92,11 +104,12 @@ func (t *target) firstDue(now time.Time) time.Time {
 	return start.Add(time.Duration(rand.Int64N(int64(jitterSpan))))
 }
 
-// run checks the target on schedule until stopped.
-func (s *Service) run(ctx context.Context, t *target) {
-	defer close(t.done)
+// run checks the target on schedule until stopped or ctx (the ownership of
+// its shard) ends.
+func (s *Service) run(ctx context.Context, t *target, lp *loop) {
+	defer close(lp.done)
 	if t.spec.GetTtl() != nil {
-		s.runTTL(ctx, t)
+		s.runTTL(ctx, t, lp)
 		return
 	}
 	next := t.firstDue(time.Now())
@@ -109,7 +122,7 @@ func (s *Service) run(ctx context.Context, t *target) {
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.stop:
+		case <-lp.stop:
 			return
 		case <-timer.C:
 		}
@@ -117,7 +130,7 @@ func (s *Service) run(ctx context.Context, t *target) {
 		case s.sem <- struct{}{}:
 		case <-ctx.Done():
 			return
-		case <-t.stop:
+		case <-lp.stop:
 			return
 		}
 		started := time.Now()
@@ -140,7 +153,7 @@ func (s *Service) run(ctx context.Context, t *target) {
 }
 
 // runTTL fails the target whenever no heartbeat arrived within its TTL.
-func (s *Service) runTTL(ctx context.Context, t *target) {
+func (s *Service) runTTL(ctx context.Context, t *target, lp *loop) {
 	ttl := t.spec.GetTtl().GetTtl().AsDuration()
 	first := time.Now().Add(ttl)
 	if ct := t.spec.GetCreateTime(); ct != nil {
@@ -154,7 +167,7 @@ func (s *Service) runTTL(ctx context.Context, t *target) {
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.stop:
+		case <-lp.stop:
 			return
 		case <-t.heartbeat:
 			if !timer.Stop() {
@@ -244,5 +257,5 @@ func (s *Service) record(ctx context.Context, t *target, res *hcv1.CheckResult, 
 		Result:        res,
 		Time:          res.GetTime(),
 	}
-	s.transition(ctx, t, tr)
+	s.transition(ctx, t, tr, res)
 }

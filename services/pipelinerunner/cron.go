@@ -29,6 +29,9 @@ type cronEntry struct {
 	next     time.Time
 }
 
+// cronReload is how often the schedules are read again.
+const cronReload = 30 * time.Second
+
 func newCronScheduler(s *Service) *cronScheduler {
 	return &cronScheduler{s: s, last: map[string]time.Time{}, wake: make(chan struct{}, 1)}
 }
@@ -68,12 +71,23 @@ func (c *cronScheduler) load(ctx context.Context, now time.Time) {
 		}
 	}
 	c.mu.Lock()
+	// An unchanged schedule keeps its next firing, even one already due.
+	for i := range entries {
+		for _, o := range c.entries {
+			if o.pipeline == entries[i].pipeline && o.sched.Name == entries[i].sched.Name &&
+				o.sched.Spec == entries[i].sched.Spec && o.sched.TimeZone == entries[i].sched.TimeZone {
+				entries[i].next = o.next
+			}
+		}
+	}
 	c.entries = entries
 	c.mu.Unlock()
 }
 
 func (c *cronScheduler) run(ctx context.Context) {
 	c.load(ctx, time.Now())
+	reload := time.NewTicker(cronReload)
+	defer reload.Stop()
 	for {
 		c.mu.Lock()
 		var wait time.Duration = time.Hour
@@ -89,6 +103,11 @@ func (c *cronScheduler) run(ctx context.Context) {
 		case <-ctx.Done():
 			t.Stop()
 			return
+		case <-reload.C:
+			// Pick up pipelines changed through other runners.
+			t.Stop()
+			c.load(ctx, time.Now())
+			continue
 		case <-c.wake:
 			t.Stop()
 			c.load(ctx, time.Now())
@@ -114,6 +133,12 @@ func (c *cronScheduler) run(ctx context.Context) {
 }
 
 func (c *cronScheduler) fire(ctx context.Context, e cronEntry) {
+	// Another runner may have changed the pipeline since this one loaded
+	// its schedules: fire only what is still scheduled.
+	if !c.stillScheduled(ctx, e) {
+		c.reload()
+		return
+	}
 	// One run per firing, even with several runners on the same store.
 	key := fmt.Sprintf("cron.%s.%s.%d", e.pipeline, cronKey(e.sched.Name), e.next.Unix())
 	if _, fresh, err := c.s.store.Claim(ctx, key, []byte("1")); err != nil || !fresh {
@@ -125,6 +150,25 @@ func (c *cronScheduler) fire(ctx context.Context, e cronEntry) {
 	if _, err := c.s.queueRun(ctx, e.pipeline, trig, e.sched.Variables, nil, 0); err != nil {
 		c.s.log.Error("cron run", "pipeline", e.pipeline, "schedule", e.sched.Name, "err", err)
 	}
+}
+
+// stillScheduled reports whether e's pipeline, unpaused, still has e's
+// schedule as loaded.
+func (c *cronScheduler) stillScheduled(ctx context.Context, e cronEntry) bool {
+	pv, err := c.s.store.Pipeline(ctx, e.pipeline)
+	if err != nil || pv.Value.GetPaused() {
+		return false
+	}
+	parsed, err := pipelinefile.Parse([]byte(pv.Value.GetSource()))
+	if err != nil {
+		return false
+	}
+	for _, sc := range parsed.Cron {
+		if sc.Name == e.sched.Name && sc.Spec == e.sched.Spec && sc.TimeZone == e.sched.TimeZone {
+			return true
+		}
+	}
+	return false
 }
 
 func cronKey(name string) string {

@@ -50,7 +50,8 @@ func (e *env) start(t *testing.T, deps pipelinerunner.Deps) *instance { return e
 func (e *env) startB(t testing.TB, deps pipelinerunner.Deps, parallel int) *instance {
 	t.Helper()
 	deps.JetStream, deps.Events = e.js, e.bus
-	svc, err := pipelinerunner.New(pipelinerunner.Config{DataDir: e.dataDir, RunnerName: "test", Docker: "off", MaxParallelSteps: parallel}, deps)
+	// A short lease TTL: a runner killed by a test is taken over soon.
+	svc, err := pipelinerunner.New(pipelinerunner.Config{DataDir: e.dataDir, RunnerName: "test", Docker: "off", MaxParallelSteps: parallel, LeaseTTL: 2 * time.Second}, deps)
 	if err != nil {
 		t.Fatal(err)
 	}

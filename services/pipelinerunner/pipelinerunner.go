@@ -2,7 +2,9 @@
 // as YAML files, run as a DAG of steps (shell and docker executors, deploy,
 // gate and remote pipeline steps) from the API, cron schedules and signed
 // webhooks, with run state and output persisted in JetStream as they happen
-// so a restarted runner resumes its runs.
+// so a restarted runner resumes its runs. Runners sharing one NATS execute
+// each run once, under a lease, and resume the runs of a runner that dies
+// (see replicas.go).
 package pipelinerunner
 
 import (
@@ -16,12 +18,14 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	deployerv1 "github.com/opsuite/opsuite/gen/opsuite/deployer/v1"
 	hcv1 "github.com/opsuite/opsuite/gen/opsuite/healthchecker/v1"
 	monitorv1 "github.com/opsuite/opsuite/gen/opsuite/monitor/v1"
 	pb "github.com/opsuite/opsuite/gen/opsuite/pipelinerunner/v1"
 	"github.com/opsuite/opsuite/pkg/eventbus"
+	"github.com/opsuite/opsuite/pkg/lease"
 	"github.com/opsuite/opsuite/services/pipelinerunner/internal/engine"
 	"github.com/opsuite/opsuite/services/pipelinerunner/internal/executor"
 	"github.com/opsuite/opsuite/services/pipelinerunner/internal/executor/shell"
@@ -60,6 +64,13 @@ type Config struct {
 	Docker string
 	// DockerHost overrides DOCKER_HOST for the docker executor.
 	DockerHost string
+	// ReplicaID names this process among the runners sharing one NATS; it
+	// must be unique among live processes. Default lease.DefaultHolder().
+	ReplicaID string
+	// LeaseTTL is how long a runner's claim on a run lasts without
+	// renewal: a killed runner's runs are resumed by another about this
+	// long after it died. Default 10s.
+	LeaseTTL time.Duration
 }
 
 // Publisher publishes domain events.
@@ -97,6 +108,10 @@ type Service struct {
 	events  Publisher
 	metrics *metrics
 	readyCh chan struct{}
+
+	nc     *nats.Conn
+	leases *lease.Store
+	index  runIndex
 
 	mu        sync.Mutex
 	store     *store.Store
@@ -147,11 +162,18 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	if cfg.Docker == "" {
 		cfg.Docker = "auto"
 	}
+	if cfg.ReplicaID == "" {
+		cfg.ReplicaID = lease.DefaultHolder()
+	}
+	if cfg.LeaseTTL <= 0 {
+		cfg.LeaseTTL = 10 * time.Second
+	}
 	if deps.HTTPClient == nil {
 		deps.HTTPClient = &http.Client{Timeout: 30 * time.Second}
 	}
 	s := &Service{
-		cfg: cfg, deps: deps, log: log, events: deps.Events,
+		cfg: cfg, deps: deps, log: log.With("replica", cfg.ReplicaID), events: deps.Events, nc: deps.JetStream.Conn(),
+		index:   runIndex{runs: map[string]indexedRun{}},
 		readyCh: make(chan struct{}), active: map[string]*execution{},
 		evq: make(chan eventbus.Event, 4096), draining: make(chan struct{}),
 	}
@@ -189,8 +211,9 @@ func (s *Service) streamContext(ctx context.Context) (context.Context, context.C
 // Ready is closed once the store is open and interrupted runs resumed.
 func (s *Service) Ready() <-chan struct{} { return s.readyCh }
 
-// Run opens the store, resumes interrupted runs, starts queued ones and
-// the cron schedules, and serves until ctx ends. Then it stops every step
+// Run opens the store, resumes interrupted runs nobody else executes,
+// starts queued ones and the cron schedules, and serves until ctx ends,
+// taking over the runs of runners that die. Then it stops every step
 // (their records stay as they are, for the next runner to resume) and
 // returns.
 func (s *Service) Run(ctx context.Context) error {
@@ -210,6 +233,21 @@ func (s *Service) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("pipelinerunner: %w", err)
 	}
+	leases, err := lease.Open(ctx, s.deps.JetStream, lease.Config{Holder: s.cfg.ReplicaID, Replicas: s.cfg.StoreReplicas, Logger: s.log})
+	if err != nil {
+		return fmt.Errorf("pipelinerunner: %w", err)
+	}
+	s.leases = leases
+	runs, err := st.WatchRuns(ctx)
+	if err != nil {
+		return fmt.Errorf("pipelinerunner: %w", err)
+	}
+	defer func() { _ = runs.Stop() }()
+	cancels, err := s.nc.Subscribe(cancelSubject, s.serveCancel)
+	if err != nil {
+		return fmt.Errorf("pipelinerunner: answer cancel requests: %w", err)
+	}
+	defer func() { _ = cancels.Unsubscribe() }()
 	execs, closers, err := s.openExecutors(ctx)
 	if err != nil {
 		return fmt.Errorf("pipelinerunner: %w", err)
@@ -233,14 +271,23 @@ func (s *Service) Run(ctx context.Context) error {
 	s.store, s.engine, s.runCtx, s.executors = st, eng, ctx, execs
 	s.mu.Unlock()
 
-	if err := s.resume(ctx); err != nil {
+	if err := s.index.load(ctx, runs); err != nil {
 		return fmt.Errorf("pipelinerunner: resume runs: %w", err)
 	}
+	s.adoptOrphans(ctx)
 	s.cron = newCronScheduler(s)
-	s.wg.Add(1)
+	s.wg.Add(3)
 	go func() {
 		defer s.wg.Done()
 		s.cron.run(ctx)
+	}()
+	go func() {
+		defer s.wg.Done()
+		s.index.follow(ctx, runs)
+	}()
+	go func() {
+		defer s.wg.Done()
+		s.supervise(ctx)
 	}()
 	close(s.readyCh)
 	s.log.Info("pipeline-runner ready", "executors", len(execs))

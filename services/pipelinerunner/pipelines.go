@@ -330,7 +330,9 @@ func (s *Service) DeletePipeline(ctx context.Context, req *pb.DeletePipelineRequ
 		s.mu.Unlock()
 		if e != nil {
 			<-e.x.Done()
+			continue
 		}
+		s.waitFinal(ctx, id) // executed by another runner
 	}
 	if err := st.DeletePipeline(ctx, req.GetName()); err != nil {
 		return nil, toStatus(err)

@@ -10,6 +10,7 @@ import (
 	eventsv1 "github.com/opsuite/opsuite/gen/opsuite/events/v1"
 	pb "github.com/opsuite/opsuite/gen/opsuite/pipelinerunner/v1"
 	"github.com/opsuite/opsuite/pkg/eventbus"
+	"github.com/opsuite/opsuite/pkg/lease"
 	"github.com/opsuite/opsuite/services/pipelinerunner/internal/store"
 	"google.golang.org/protobuf/proto"
 )
@@ -18,13 +19,28 @@ import (
 // its KV entry with a revision check, every output line to the log stream,
 // and the run's events are published.
 type recorder struct {
-	s    *Service
-	ship *shipper
-	mu   sync.Mutex
-	rev  uint64
-	seq  uint64
-	id   string
+	s     *Service
+	ship  *shipper
+	lease *lease.Lease // the run's; nothing is written once it is lost
+	mu    sync.Mutex
+	rev   uint64
+	seq   uint64
+	id    string
+	// cancel cancels the execution, when another runner requested it.
+	cancel func()
 }
+
+// errLeaseLost: the run's lease ended; another runner may execute it now.
+var errLeaseLost = errors.New("run lease lost")
+
+func (r *recorder) setCancel(f func()) {
+	r.mu.Lock()
+	r.cancel = f
+	r.mu.Unlock()
+}
+
+// held reports whether the run may still be written by this runner.
+func (r *recorder) held() bool { return r.lease == nil || r.lease.Valid() }
 
 func (s *Service) newRecorder(ctx context.Context, id string, rev uint64) (*recorder, error) {
 	seq, err := s.store.LastLogSeq(ctx, id)
@@ -39,6 +55,9 @@ func (r *recorder) SaveRun(ctx context.Context, run *pb.Run, _ string) error {
 	defer r.mu.Unlock()
 	var err error
 	for attempt := 0; attempt < 3; attempt++ {
+		if !r.held() {
+			return fmt.Errorf("save run %s: %w", run.GetId(), errLeaseLost)
+		}
 		var rev uint64
 		rev, err = r.s.store.UpdateRun(ctx, run, r.rev)
 		if err == nil {
@@ -49,11 +68,15 @@ func (r *recorder) SaveRun(ctx context.Context, run *pb.Run, _ string) error {
 			time.Sleep(50 * time.Millisecond)
 			continue
 		}
-		// Only cancel_requested is written by others (CancelRun of a
-		// queued run); take over the current revision keeping that flag.
+		// Only cancel_requested is written by others (CancelRun on another
+		// runner); take over the current revision keeping that flag, and
+		// honour it.
 		cur, gerr := r.s.store.Run(ctx, run.GetId())
 		if gerr != nil {
 			return fmt.Errorf("save run %s: %w", run.GetId(), err)
+		}
+		if cur.Value.GetCancelRequested() && !run.GetCancelRequested() && r.cancel != nil {
+			go r.cancel()
 		}
 		run.CancelRequested = run.GetCancelRequested() || cur.Value.GetCancelRequested()
 		r.rev = cur.Revision
@@ -65,6 +88,9 @@ func (r *recorder) SaveRun(ctx context.Context, run *pb.Run, _ string) error {
 func (r *recorder) AppendLog(ctx context.Context, runID string, line *pb.LogLine) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if !r.held() {
+		return fmt.Errorf("output of run %s: %w", runID, errLeaseLost)
+	}
 	r.seq++
 	line = proto.CloneOf(line)
 	line.Seq = r.seq

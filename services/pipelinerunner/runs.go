@@ -15,6 +15,7 @@ import (
 
 	eventsv1 "github.com/opsuite/opsuite/gen/opsuite/events/v1"
 	pb "github.com/opsuite/opsuite/gen/opsuite/pipelinerunner/v1"
+	"github.com/opsuite/opsuite/pkg/lease"
 	"github.com/opsuite/opsuite/pkg/validation"
 	"github.com/opsuite/opsuite/services/pipelinerunner/internal/engine"
 	"github.com/opsuite/opsuite/services/pipelinerunner/internal/pipelinefile"
@@ -35,31 +36,6 @@ func (s *Service) started() (*store.Store, error) {
 	return s.store, nil
 }
 
-// resume picks up every run a previous runner left queued or running.
-func (s *Service) resume(ctx context.Context) error {
-	runs, err := s.store.Runs(ctx, "")
-	if err != nil {
-		return err
-	}
-	pipelines := map[string]bool{}
-	for _, v := range runs {
-		run := v.Value
-		switch run.GetState() {
-		case pb.RunState_RUN_STATE_RUNNING:
-			s.log.Info("resuming run", "run", run.GetId())
-			if err := s.startExecution(ctx, run, v.Revision); err != nil {
-				s.failRun(ctx, run.GetId(), fmt.Sprintf("could not resume after a runner restart: %v", err))
-			}
-		case pb.RunState_RUN_STATE_QUEUED:
-			pipelines[run.GetPipeline()] = true
-		}
-	}
-	for p := range pipelines {
-		s.schedule(ctx, p)
-	}
-	return nil
-}
-
 // definition parses the source a run executes.
 func (s *Service) definition(ctx context.Context, digest string) (*pipelinefile.Pipeline, error) {
 	src, err := s.store.Source(ctx, digest)
@@ -73,8 +49,10 @@ func (s *Service) definition(ctx context.Context, digest string) (*pipelinefile.
 	return p, nil
 }
 
-// startExecution hands a stored run to the engine.
-func (s *Service) startExecution(ctx context.Context, run *pb.Run, rev uint64) error {
+// startExecution hands a stored run to the engine; l is the run's lease,
+// held until the run ends here (released) or is lost (the run is then
+// abandoned for another runner to resume).
+func (s *Service) startExecution(ctx context.Context, run *pb.Run, rev uint64, l *lease.Lease) error {
 	p, err := s.definition(ctx, run.GetSourceDigest())
 	if err != nil {
 		return err
@@ -84,14 +62,23 @@ func (s *Service) startExecution(ctx context.Context, run *pb.Run, rev uint64) e
 		return err
 	}
 	rec.ship = newShipper(s, run)
+	rec.lease = l
+	ectx, cancel := context.WithCancel(s.runCtx)
+	stopOnLoss := context.AfterFunc(l.Context(), cancel)
 	s.mu.Lock()
 	if _, dup := s.active[run.GetId()]; dup {
 		s.mu.Unlock()
+		stopOnLoss()
+		cancel()
 		return nil
 	}
-	x := s.engine.Start(s.runCtx, run, p, rec)
+	x := s.engine.Start(ectx, run, p, rec)
 	s.active[run.GetId()] = &execution{x: x, rec: rec}
 	s.mu.Unlock()
+	rec.setCancel(func() { x.Cancel("") })
+	if run.GetCancelRequested() {
+		x.Cancel("")
+	}
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
@@ -99,6 +86,12 @@ func (s *Service) startExecution(ctx context.Context, run *pb.Run, rev uint64) e
 		s.mu.Lock()
 		delete(s.active, run.GetId())
 		s.mu.Unlock()
+		stopOnLoss()
+		cancel()
+		if errors.Is(l.Err(), lease.ErrLost) {
+			s.log.Warn("run abandoned: its lease was lost; another runner resumes it", "run", run.GetId())
+		}
+		s.releaseLease(l)
 		if x.Err() == nil {
 			s.afterRun(context.WithoutCancel(ctx), run)
 		}
@@ -162,13 +155,25 @@ func (s *Service) endLog(ctx context.Context, run *pb.Run) {
 	}
 }
 
-// schedule starts queued runs of pipeline while its concurrency limit allows.
+// schedule starts queued runs of pipeline while its concurrency limit
+// allows. One runner at a time decides for a pipeline (a lease), and a
+// queued run starts where its run lease is taken.
 func (s *Service) schedule(ctx context.Context, pipeline string) {
 	s.sched.Lock()
 	defer s.sched.Unlock()
 	if ctx.Err() != nil {
 		return
 	}
+	lctx, cancel := context.WithTimeout(ctx, s.leaseTimeout())
+	sl, err := s.leases.Acquire(lctx, scheduleLeaseKey(pipeline), s.cfg.LeaseTTL)
+	cancel()
+	if err != nil {
+		if ctx.Err() == nil {
+			s.log.Warn("schedule runs: another runner holds the pipeline", "pipeline", pipeline, "err", err)
+		}
+		return
+	}
+	defer s.releaseLease(sl)
 	limit := 0
 	if pv, err := s.store.Pipeline(ctx, pipeline); err == nil {
 		limit = int(pv.Value.GetSpec().GetConcurrency().GetLimit())
@@ -185,6 +190,10 @@ func (s *Service) schedule(ctx context.Context, pipeline string) {
 		case pb.RunState_RUN_STATE_RUNNING:
 			active++
 		case pb.RunState_RUN_STATE_QUEUED:
+			if s.starting(ctx, v.Value.GetId()) {
+				active++ // started, its record not yet running
+				continue
+			}
 			queued = append(queued, v)
 		}
 	}
@@ -199,13 +208,42 @@ func (s *Service) schedule(ctx context.Context, pipeline string) {
 			}
 			return
 		}
-		if err := s.startExecution(ctx, v.Value, v.Revision); err != nil {
+		l, err := s.leases.TryAcquire(ctx, runLeaseKey(v.Value.GetId()), s.cfg.LeaseTTL)
+		if errors.Is(err, lease.ErrHeld) {
+			active++
+			continue
+		}
+		if err != nil {
 			s.log.Error("start run", "run", v.Value.GetId(), "err", err)
+			continue
+		}
+		// Read again under the lease: it may have been cancelled.
+		cur, err := s.store.Run(ctx, v.Value.GetId())
+		if err != nil || cur.Value.GetState() != pb.RunState_RUN_STATE_QUEUED {
+			s.releaseLease(l)
+			continue
+		}
+		if err := s.startExecution(ctx, cur.Value, cur.Revision, l); err != nil {
+			s.log.Error("start run", "run", v.Value.GetId(), "err", err)
+			s.releaseLease(l)
 			s.failRun(ctx, v.Value.GetId(), "could not start: "+err.Error())
 			continue
 		}
 		active++
 	}
+}
+
+// starting reports whether a queued run is being started, here or by
+// another runner (its lease is held).
+func (s *Service) starting(ctx context.Context, id string) bool {
+	s.mu.Lock()
+	_, here := s.active[id]
+	s.mu.Unlock()
+	if here {
+		return true
+	}
+	holder, err := s.leases.HolderOf(ctx, runLeaseKey(id))
+	return err != nil || holder != ""
 }
 
 func triggerFromRef(kind pb.TriggerKind, event, ref, commit string) *pb.Trigger {
@@ -525,7 +563,7 @@ func (s *Service) ListRuns(ctx context.Context, req *pb.ListRunsRequest) (*pb.Li
 	return &pb.ListRunsResponse{Runs: out, NextPageToken: next}, nil
 }
 
-// cancel cancels an active run.
+// cancel cancels an active run, wherever it executes.
 func (s *Service) cancel(ctx context.Context, id, reason string) (*pb.Run, error) {
 	s.mu.Lock()
 	e := s.active[id]
@@ -538,16 +576,47 @@ func (s *Service) cancel(ctx context.Context, id, reason string) (*pb.Run, error
 		}
 		return v.Value, nil
 	}
+	// Recorded first, so whichever runner executes or resumes it cancels it.
+	v, err := s.requestCancel(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if holder, err := s.leases.HolderOf(ctx, runLeaseKey(id)); err == nil && holder != "" && holder != s.leases.Holder() {
+		if s.askCancel(ctx, id, reason) {
+			if v, err := s.store.Run(ctx, id); err == nil {
+				return v.Value, nil
+			}
+		}
+	}
+	l, err := s.leases.TryAcquire(ctx, runLeaseKey(id), s.cfg.LeaseTTL)
+	if errors.Is(err, lease.ErrHeld) {
+		// Being started or resumed right now: its runner sees the request.
+		return v.Value, nil
+	}
+	if err != nil {
+		return nil, toStatus(err)
+	}
 	s.sched.Lock()
 	defer s.sched.Unlock()
-	v, err := s.store.Run(ctx, id)
+	v, err = s.store.Run(ctx, id)
 	if err != nil {
+		s.releaseLease(l)
 		return nil, toStatus(err)
 	}
 	run := v.Value
 	if engine.FinalRun(run.GetState()) {
-		return nil, status.Errorf(codes.FailedPrecondition, "run %s already finished (%s)", id, stateLabel(run.GetState().String()))
+		s.releaseLease(l)
+		return run, nil
 	}
+	if run.GetState() == pb.RunState_RUN_STATE_RUNNING {
+		// Its runner died: resume it here, cancelled.
+		if err := s.startExecution(ctx, run, v.Revision, l); err != nil {
+			s.releaseLease(l)
+			return nil, toStatus(err)
+		}
+		return run, nil
+	}
+	defer s.releaseLease(l)
 	msg := "run cancelled"
 	if reason != "" {
 		msg += ": " + reason
@@ -568,6 +637,32 @@ func (s *Service) cancel(ctx context.Context, id, reason string) (*pb.Run, error
 	s.endLog(ctx, run)
 	s.publish(ctx, EventRunFinished, id+".finished", id, &eventsv1.PipelineRunFinished{Run: run})
 	return run, nil
+}
+
+// requestCancel sets cancel_requested on an unfinished run's record.
+func (s *Service) requestCancel(ctx context.Context, id string) (store.Versioned[*pb.Run], error) {
+	for {
+		v, err := s.store.Run(ctx, id)
+		if err != nil {
+			return v, toStatus(err)
+		}
+		if engine.FinalRun(v.Value.GetState()) {
+			return v, status.Errorf(codes.FailedPrecondition, "run %s already finished (%s)", id, stateLabel(v.Value.GetState().String()))
+		}
+		if v.Value.GetCancelRequested() {
+			return v, nil
+		}
+		v.Value.CancelRequested = true
+		rev, err := s.store.UpdateRun(ctx, v.Value, v.Revision)
+		if errors.Is(err, store.ErrConflict) {
+			continue
+		}
+		if err != nil {
+			return v, toStatus(err)
+		}
+		v.Revision = rev
+		return v, nil
+	}
 }
 
 // CancelRun cancels a queued or running run.

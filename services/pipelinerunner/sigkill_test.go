@@ -37,7 +37,7 @@ func TestRunnerChild(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	svc, err := pipelinerunner.New(pipelinerunner.Config{DataDir: os.Getenv("PIPELINERUNNER_CHILD_DATA"), RunnerName: "child", Docker: "off"},
+	svc, err := pipelinerunner.New(pipelinerunner.Config{DataDir: os.Getenv("PIPELINERUNNER_CHILD_DATA"), RunnerName: "child", Docker: "off", LeaseTTL: 2 * time.Second},
 		pipelinerunner.Deps{JetStream: js, Events: bus})
 	if err != nil {
 		t.Fatal(err)

@@ -272,6 +272,26 @@ func (s *Store) WatchRun(ctx context.Context, id string) (jetstream.KeyWatcher, 
 	return w, nil
 }
 
+// WatchRuns streams every run record as it changes, starting with the
+// current ones, then a nil entry; deletions come as entries whose
+// operation is not a put. RunFromEntry decodes a put.
+func (s *Store) WatchRuns(ctx context.Context) (jetstream.KeyWatcher, error) {
+	w, err := s.runs.WatchAll(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("watch runs: %w", err)
+	}
+	return w, nil
+}
+
+// RunFromEntry decodes a run record from a watched entry.
+func RunFromEntry(e jetstream.KeyValueEntry) (*pb.Run, error) {
+	r := &pb.Run{}
+	if err := proto.Unmarshal(e.Value(), r); err != nil {
+		return nil, fmt.Errorf("decode run %s: %w", e.Key(), err)
+	}
+	return r, nil
+}
+
 // CreateSecret stores a new secret.
 func (s *Store) CreateSecret(ctx context.Context, sec *pb.Secret) (uint64, error) {
 	return create(ctx, s.secrets, sec.GetName(), sec)
