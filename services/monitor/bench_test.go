@@ -14,9 +14,11 @@ import (
 	"github.com/nats-io/nats.go"
 	monitorv1 "github.com/opsuite/opsuite/gen/opsuite/monitor/v1"
 	"github.com/opsuite/opsuite/services/monitor"
+	"github.com/opsuite/opsuite/services/monitor/internal/direct"
 	"github.com/opsuite/opsuite/services/monitor/internal/ingest"
 	"github.com/opsuite/opsuite/services/monitor/internal/tsstore"
 	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/promql"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/encoding"
 	"google.golang.org/grpc/mem"
@@ -214,44 +216,179 @@ func benchRawPush(b *testing.B, n int, newSeries bool) {
 	b.ReportMetric(float64(encode.Microseconds())/1000/float64(b.N), "client-encode-ms")
 }
 
-// BenchmarkRuleEval measures one evaluation of a threshold rule's PromQL
-// (the expression a ThresholdCondition compiles to) over 1k, 10k and 100k
-// series. Run it with -benchtime=300x or more: with fewer evaluations the
-// p99 is the slowest one. Beside the percentiles it reports the share of
+// loadSeries is n series of the metric load (app="shop") with ten samples,
+// one a second up to one second before now; value j%100 for series j, so
+// 9% of them are above 90.
+func loadSeries(n int, now time.Time) [][]ingest.Series {
+	out := make([][]ingest.Series, 10)
+	ls := make([]labels.Labels, n)
+	for j := range n {
+		ls[j] = labels.FromStrings("__name__", "load", "host", "h"+strconv.Itoa(j), "app", "shop")
+	}
+	for k := range out {
+		series := make([]ingest.Series, n)
+		for j := range n {
+			series[j] = ingest.Series{Labels: ls[j], T: []int64{now.Add(time.Duration(k-10) * time.Second).UnixMilli()}, V: []float64{float64(j % 100)}}
+		}
+		out[k] = series
+	}
+	return out
+}
+
+// ruleExpr is what a threshold rule on load above 90 with a 15s window
+// compiles to.
+const ruleExpr = `last_over_time(load{app="shop"}[15s]) > 90`
+
+// BenchmarkRuleEval measures one evaluation of a threshold rule over 1k,
+// 10k and 100k series, three ways on the same data in the same run:
+//
+//   - engine: the rule's PromQL with the Prometheus engine (how every rule
+//     was evaluated before; the baseline);
+//   - direct: the rule's direct plan, reading the TSDB head into reused
+//     buffers (how threshold rules and PromQL alerts of that shape are
+//     evaluated now);
+//   - rule: the whole evaluation of a group holding the threshold rule in
+//     a running monitor, alert state machine included, with the rule's 9%
+//     of series firing (steady state: no transitions);
+//   - control: arithmetic taking as long as direct's median, to tell the
+//     machine's tail (other processes, the scheduler) from the code's.
+//
+// Run it with -benchtime=300x or more: with fewer evaluations the p99 is
+// the slowest one. Beside the percentiles it reports the share of
 // evaluations a garbage collection cycle overlapped and the p50/p99 of the
 // others, which tells the collector's part of the tail from the rest.
 func BenchmarkRuleEval(b *testing.B) {
 	for _, n := range []int{1_000, 10_000, 100_000} {
-		b.Run(fmt.Sprintf("series=%d", n), func(b *testing.B) {
-			db, err := tsstore.Open(tsstore.Options{Dir: b.TempDir()})
+		now := time.Now()
+		data := loadSeries(n, now)
+		db, err := tsstore.Open(tsstore.Options{Dir: b.TempDir()})
+		if err != nil {
+			b.Fatal(err)
+		}
+		for _, series := range data {
+			if _, err := ingest.Append(db.Appender(context.Background()), series, nil); err != nil {
+				b.Fatal(err)
+			}
+		}
+		want := n * 9 / 100
+		var directP50 time.Duration
+		b.Run(fmt.Sprintf("engine/series=%d", n), func(b *testing.B) {
+			lat := newLatencies()
+			b.ReportAllocs()
+			b.ResetTimer()
+			for b.Loop() {
+				t0 := lat.start()
+				q, err := db.Engine().NewInstantQuery(context.Background(), db.Queryable(), nil, ruleExpr, now)
+				if err != nil {
+					b.Fatal(err)
+				}
+				r := q.Exec(context.Background())
+				if r.Err != nil {
+					b.Fatal(r.Err)
+				}
+				got := len(r.Value.(promql.Vector))
+				q.Close()
+				lat.done(t0)
+				if got != want {
+					b.Fatalf("%d series, want %d", got, want)
+				}
+			}
+			b.StopTimer()
+			lat.report(b)
+		})
+		b.Run(fmt.Sprintf("direct/series=%d", n), func(b *testing.B) {
+			e, err := db.Parser().ParseExpr(ruleExpr)
 			if err != nil {
 				b.Fatal(err)
 			}
-			defer db.Close()
-			now := time.Now()
-			for k := range 10 {
-				series := make([]ingest.Series, n)
-				for j := range n {
-					series[j] = ingest.Series{Labels: labels.FromStrings("__name__", "load", "host", "h"+strconv.Itoa(j), "app", "shop"),
-						T: []int64{now.Add(time.Duration(k-10) * time.Second).UnixMilli()}, V: []float64{float64(j % 100)}}
-				}
-				if _, err := ingest.Append(db.Appender(context.Background()), series, nil); err != nil {
+			plan := direct.Compile(e, tsstore.LookbackDelta)
+			if plan == nil {
+				b.Fatal("no direct plan")
+			}
+			r := db.NewReader()
+			var vec promql.Vector
+			lat := newLatencies()
+			b.ReportAllocs()
+			b.ResetTimer()
+			for b.Loop() {
+				t0 := lat.start()
+				vec, err = plan.Eval(context.Background(), r, now, vec)
+				if err != nil {
 					b.Fatal(err)
 				}
+				lat.done(t0)
+				if len(vec) != want {
+					b.Fatalf("%d series, want %d", len(vec), want)
+				}
 			}
-			expr := `last_over_time(load{app="shop"}[15s]) > 90`
+			b.StopTimer()
+			lat.report(b)
+			slices.Sort(lat.all)
+			directP50 = lat.all[len(lat.all)/2]
+		})
+		// A loop of pure arithmetic (no memory, no locks, no system calls)
+		// sized to take the direct evaluation's median: its tail is the
+		// machine's (other processes, the scheduler), not the code's.
+		b.Run(fmt.Sprintf("control/series=%d", n), func(b *testing.B) {
+			if directP50 == 0 {
+				b.Skip("no direct median to match")
+			}
+			const probe = 1 << 20
+			t0 := time.Now()
+			spin(probe)
+			iters := int(float64(probe) * float64(directP50) / float64(time.Since(t0)))
 			lat := newLatencies()
 			b.ResetTimer()
 			for b.Loop() {
 				t0 := lat.start()
-				q, err := db.Engine().NewInstantQuery(context.Background(), db.Queryable(), nil, expr, now)
-				if err != nil {
+				spin(iters)
+				lat.done(t0)
+			}
+			b.StopTimer()
+			lat.report(b)
+		})
+		if err := db.Close(); err != nil {
+			b.Fatal(err)
+		}
+		b.Run(fmt.Sprintf("rule/series=%d", n), func(b *testing.B) {
+			e := newEnv(b)
+			inst := e.start(b, monitor.Config{})
+			ctx := context.Background()
+			high := 90.0
+			// An hour's interval and window: the group's own loop evaluates
+			// once at the start, then not during the benchmark.
+			if _, err := inst.client.CreateRuleGroup(ctx, &monitorv1.CreateRuleGroupRequest{RuleGroup: &monitorv1.RuleGroup{
+				Name: "bench", Interval: durationpb.New(time.Hour),
+				Rules: []*monitorv1.Rule{{Name: "load-high", Condition: &monitorv1.Rule_Threshold{Threshold: &monitorv1.ThresholdCondition{
+					Metric: "load", High: &high, Matchers: []*monitorv1.LabelMatcher{{Name: "app", Value: "shop"}}}}}},
+			}}); err != nil {
+				b.Fatal(err)
+			}
+			for _, series := range data {
+				if err := inst.svc.AppendSeries(ctx, series); err != nil {
 					b.Fatal(err)
 				}
-				if r := q.Exec(context.Background()); r.Err != nil {
-					b.Fatal(r.Err)
-				}
-				q.Close()
+			}
+			ge, err := inst.svc.NewGroupEval("bench")
+			if err != nil {
+				b.Fatal(err)
+			}
+			if d := ge.Direct(); len(d) != 1 || !d[0] {
+				b.Fatalf("direct plans %v, want the rule's", d)
+			}
+			// The first evaluation raises the alerts (state written to KV,
+			// events published); the timed ones find them firing.
+			ge.Eval(ctx, now)
+			list, err := inst.client.ListAlerts(ctx, &monitorv1.ListAlertsRequest{PageSize: 1000})
+			if err != nil || len(list.GetAlerts()) != min(want, 1000) {
+				b.Fatalf("%d alerts listed (%v), want %d", len(list.GetAlerts()), err, min(want, 1000))
+			}
+			lat := newLatencies()
+			b.ReportAllocs()
+			b.ResetTimer()
+			for b.Loop() {
+				t0 := lat.start()
+				ge.Eval(ctx, now)
 				lat.done(t0)
 			}
 			b.StopTimer()
@@ -261,72 +398,84 @@ func BenchmarkRuleEval(b *testing.B) {
 }
 
 // BenchmarkRuleEvalDuringIngest measures the rule of BenchmarkRuleEval at
-// 1k series as the monitor's rule evaluation runs it, alone and while a
-// client pushes 10k-series batches to the same monitor without pause: what
-// ingestion (its CPU, its locks in the store, its garbage) adds to the
-// evaluation's tail.
+// 1k series as the monitor's rule evaluation runs it (path=direct) and with
+// the PromQL engine (path=engine), alone and while a client pushes
+// 10k-series batches to the same monitor without pause: what ingestion
+// (its CPU, its locks in the store, its garbage) adds to the evaluation's
+// tail.
 func BenchmarkRuleEvalDuringIngest(b *testing.B) {
-	for _, ingesting := range []bool{false, true} {
-		b.Run(fmt.Sprintf("ingesting=%v", ingesting), func(b *testing.B) {
-			e := newEnv(b)
-			inst := e.start(b, monitor.Config{})
-			c := inst.client
-			ctx := context.Background()
-			now := time.Now()
-			load := &monitorv1.SampleBatch{Symbols: []string{"", "__name__", "load", "host", "app", "shop"}}
-			for j := range 1000 {
-				load.Symbols = append(load.Symbols, "h"+strconv.Itoa(j))
-				ser := &monitorv1.SeriesSamples{LabelRefs: []uint32{1, 2, 4, 5, 3, uint32(len(load.Symbols) - 1)}}
-				for k := range 10 {
-					ser.TimestampsMs = append(ser.TimestampsMs, now.Add(time.Duration(k-10)*time.Second).UnixMilli())
-					ser.Values = append(ser.Values, float64(j%100))
-				}
-				load.Series = append(load.Series, ser)
-			}
-			if _, err := c.PushMetrics(ctx, &monitorv1.PushMetricsRequest{Batch: load}); err != nil {
-				b.Fatal(err)
-			}
-			stop := make(chan struct{})
-			var wg sync.WaitGroup
-			if ingesting {
-				batch := columnar(10_000, now.UnixMilli(), 0)
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					for i := int64(0); ; i++ {
-						select {
-						case <-stop:
-							return
-						default:
-						}
-						for _, s := range batch.Series {
-							s.TimestampsMs[0] = now.UnixMilli() + i
-						}
-						if _, err := c.PushMetrics(ctx, &monitorv1.PushMetricsRequest{Batch: batch}); err != nil {
-							b.Error(err)
-							return
-						}
+	for _, path := range []string{"engine", "direct"} {
+		for _, ingesting := range []bool{false, true} {
+			b.Run(fmt.Sprintf("path=%s/ingesting=%v", path, ingesting), func(b *testing.B) {
+				e := newEnv(b)
+				inst := e.start(b, monitor.Config{})
+				c := inst.client
+				ctx := context.Background()
+				now := time.Now()
+				load := &monitorv1.SampleBatch{Symbols: []string{"", "__name__", "load", "host", "app", "shop"}}
+				for j := range 1000 {
+					load.Symbols = append(load.Symbols, "h"+strconv.Itoa(j))
+					ser := &monitorv1.SeriesSamples{LabelRefs: []uint32{1, 2, 4, 5, 3, uint32(len(load.Symbols) - 1)}}
+					for k := range 10 {
+						ser.TimestampsMs = append(ser.TimestampsMs, now.Add(time.Duration(k-10)*time.Second).UnixMilli())
+						ser.Values = append(ser.Values, float64(j%100))
 					}
-				}()
-			}
-			lat := newLatencies()
-			b.ResetTimer()
-			for b.Loop() {
-				t0 := lat.start()
-				vec, err := inst.svc.EvalRuleExpr(ctx, `last_over_time(load{app="shop"}[15s]) > 90`, now)
-				if err != nil {
+					load.Series = append(load.Series, ser)
+				}
+				if _, err := c.PushMetrics(ctx, &monitorv1.PushMetricsRequest{Batch: load}); err != nil {
 					b.Fatal(err)
 				}
-				lat.done(t0)
-				if len(vec) != 90 {
-					b.Fatalf("%d series, want 90", len(vec))
+				re, err := inst.svc.NewRuleEval(ruleExpr)
+				if err != nil || !re.Direct() {
+					b.Fatalf("no direct plan: %v", err)
 				}
-			}
-			b.StopTimer()
-			close(stop)
-			wg.Wait()
-			lat.report(b)
-		})
+				eval := func() (promql.Vector, error) { return re.Eval(ctx, now) }
+				if path == "engine" {
+					eval = func() (promql.Vector, error) { return inst.svc.EvalRuleExpr(ctx, ruleExpr, now) }
+				}
+				stop := make(chan struct{})
+				var wg sync.WaitGroup
+				if ingesting {
+					batch := columnar(10_000, now.UnixMilli(), 0)
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						for i := int64(0); ; i++ {
+							select {
+							case <-stop:
+								return
+							default:
+							}
+							for _, s := range batch.Series {
+								s.TimestampsMs[0] = now.UnixMilli() + i
+							}
+							if _, err := c.PushMetrics(ctx, &monitorv1.PushMetricsRequest{Batch: batch}); err != nil {
+								b.Error(err)
+								return
+							}
+						}
+					}()
+				}
+				lat := newLatencies()
+				b.ReportAllocs()
+				b.ResetTimer()
+				for b.Loop() {
+					t0 := lat.start()
+					vec, err := eval()
+					if err != nil {
+						b.Fatal(err)
+					}
+					lat.done(t0)
+					if len(vec) != 90 {
+						b.Fatalf("%d series, want 90", len(vec))
+					}
+				}
+				b.StopTimer()
+				close(stop)
+				wg.Wait()
+				lat.report(b)
+			})
+		}
 	}
 }
 
@@ -369,6 +518,18 @@ func (l *latencies) report(b *testing.B) {
 	slices.Sort(l.noGC)
 	b.ReportMetric(float64(l.noGC[len(l.noGC)/2].Microseconds())/1000, "nogc-p50-ms")
 	b.ReportMetric(float64(l.noGC[min(len(l.noGC)-1, len(l.noGC)*99/100)].Microseconds())/1000, "nogc-p99-ms")
+}
+
+// spinSink keeps spin's result alive.
+var spinSink uint64
+
+// spin does n rounds of integer arithmetic.
+func spin(n int) {
+	x := uint64(n)
+	for i := 0; i < n; i++ {
+		x = x*6364136223846793005 + 1442695040888963407
+	}
+	spinSink += x
 }
 
 // percentiles reports the median and p99 of ds in milliseconds.

@@ -13,6 +13,7 @@ import (
 	eventsv1 "github.com/opsuite/opsuite/gen/opsuite/events/v1"
 	monitorv1 "github.com/opsuite/opsuite/gen/opsuite/monitor/v1"
 	"github.com/opsuite/opsuite/pkg/eventbus"
+	"github.com/opsuite/opsuite/services/monitor/internal/tsstore"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/promql"
 	"github.com/prometheus/prometheus/promql/parser"
@@ -34,6 +35,15 @@ type group struct {
 	// metrics the group's rules read (metric names of their selectors).
 	metrics []string
 }
+
+// evalBuffers are what evaluating a group's rules reuses from one
+// evaluation to the next; each group's loop has its own.
+type evalBuffers struct {
+	reader *tsstore.Reader
+	vec    promql.Vector
+}
+
+func (s *Service) newEvalBuffers() *evalBuffers { return &evalBuffers{reader: s.db.NewReader()} }
 
 // minWakeSpacing bounds push-triggered evaluations of one group.
 const minWakeSpacing = 100 * time.Millisecond
@@ -58,12 +68,11 @@ func (s *Service) ruleMetrics(expr string) []string {
 // named in series, so a threshold crossing is seen without waiting for the
 // next interval.
 func (s *Service) wakeGroupsReading(names func(yield func(string) bool)) {
-	s.mu.Lock()
-	watch := s.watch
-	s.mu.Unlock()
-	if len(watch) == 0 {
+	wp := s.watch.Load()
+	if wp == nil || len(*wp) == 0 {
 		return
 	}
+	watch := *wp
 	last := ""
 	for n := range names {
 		if n == last {
@@ -87,7 +96,7 @@ func (s *Service) rebuildWatchLocked() {
 			w[m] = append(w[m], g)
 		}
 	}
-	s.watch = w
+	s.watch.Store(&w)
 }
 
 type activeKey struct{ rule, fingerprint string }
@@ -232,6 +241,7 @@ func (s *Service) removeGroup(name string) {
 // `for` or a keep_firing_for ends, so firing is not delayed to the next tick.
 func (s *Service) runGroup(ctx context.Context, g *group) {
 	defer close(g.done)
+	buf := s.newEvalBuffers()
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	next := time.Now().Add(g.interval)
@@ -262,7 +272,7 @@ func (s *Service) runGroup(ctx context.Context, g *group) {
 		last = now
 		// A push-triggered evaluation runs the alerting rules only;
 		// recording rules keep the group's interval.
-		s.evalGroup(ctx, g, now, woken && now.Before(next))
+		s.evalGroup(ctx, g, now, woken && now.Before(next), buf)
 		if !now.Before(next) {
 			next = next.Add(g.interval * (now.Sub(next)/g.interval + 1))
 		}
@@ -304,7 +314,7 @@ func (s *Service) nextDeadline(g *group) time.Time {
 	return d
 }
 
-func (s *Service) evalGroup(ctx context.Context, g *group, now time.Time, alertsOnly bool) {
+func (s *Service) evalGroup(ctx context.Context, g *group, now time.Time, alertsOnly bool, buf *evalBuffers) {
 	for _, r := range g.rules {
 		if ctx.Err() != nil {
 			return
@@ -317,7 +327,7 @@ func (s *Service) evalGroup(ctx context.Context, g *group, now time.Time, alerts
 			continue
 		}
 		start := time.Now()
-		vec, err := s.evalExpr(ctx, r.expr, now)
+		vec, err := s.evalRule(ctx, r, now, buf)
 		st := &monitorv1.RuleStatus{
 			Health: monitorv1.RuleHealth_RULE_HEALTH_OK, EffectiveExpr: r.expr,
 			LastEvaluationTime: timestamppb.New(now), EvaluationDuration: durationpb.New(time.Since(start)),
@@ -338,6 +348,24 @@ func (s *Service) evalGroup(ctx context.Context, g *group, now time.Time, alerts
 		}
 		s.applyAlerts(ctx, g, r, vec, now)
 	}
+}
+
+// evalRule evaluates r's expression at ts: straight from the store when it
+// has a direct plan (threshold rules, and PromQL alerts of the same shape),
+// else with the PromQL engine. The vector is buf's, valid until the next
+// evaluation with buf.
+func (s *Service) evalRule(ctx context.Context, r *compiledRule, ts time.Time, buf *evalBuffers) (promql.Vector, error) {
+	if r.plan == nil {
+		return s.evalExpr(ctx, r.expr, ts)
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.QueryTimeout)
+	defer cancel()
+	var err error
+	buf.vec, err = r.plan.Eval(ctx, buf.reader, ts, buf.vec)
+	if err != nil {
+		return nil, fmt.Errorf("evaluate %s: %w", r.expr, err)
+	}
+	return buf.vec, nil
 }
 
 func (s *Service) evalExpr(ctx context.Context, expr string, ts time.Time) (promql.Vector, error) {
@@ -371,20 +399,54 @@ func (s *Service) record(ctx context.Context, g *group, r *compiledRule, vec pro
 
 // candidate is one series of an alerting rule's result.
 type candidate struct {
-	labels      map[string]string
+	labels labels.Labels
+	// annotations expanded for this series; nil when the rule's
+	// annotations hold no template (they are the rule's own then).
 	annotations map[string]string
 	value       float64
 }
 
-// applyAlerts runs the alert state machine of rule r over its result.
+// fingerprint names a label set: the hash as 16 hex digits.
+func fingerprint(h uint64) string {
+	var b [16]byte
+	const digits = "0123456789abcdef"
+	for i := 15; i >= 0; i-- {
+		b[i] = digits[h&0xf]
+		h >>= 4
+	}
+	return string(b[:])
+}
+
+// sameLabels reports whether m holds exactly ls.
+func sameLabels(m map[string]string, ls labels.Labels) bool {
+	if len(m) != ls.Len() {
+		return false
+	}
+	same := true
+	ls.Range(func(l labels.Label) {
+		if same {
+			v, ok := m[l.Name]
+			same = ok && v == l.Value
+		}
+	})
+	return same
+}
+
+// applyAlerts runs the alert state machine of rule r over its result. An
+// alert that stays as it was costs its fingerprint and a look-up: its label
+// map (fixed by the fingerprint) and annotations without templates are
+// kept, not rebuilt.
 func (s *Service) applyAlerts(ctx context.Context, g *group, r *compiledRule, vec promql.Vector, now time.Time) {
-	cands := map[string]candidate{}
+	cands := make(map[string]candidate, len(vec))
 	b := labels.NewBuilder(labels.EmptyLabels())
 	for _, smp := range vec {
 		if smp.H != nil {
 			continue
 		}
-		seriesLabels := smp.Metric.Map()
+		var seriesLabels map[string]string
+		if r.templated {
+			seriesLabels = smp.Metric.Map()
+		}
 		b.Reset(smp.Metric)
 		b.Del(model.MetricNameLabel)
 		for k, v := range g.spec.GetLabels() {
@@ -395,15 +457,18 @@ func (s *Service) applyAlerts(ctx context.Context, g *group, r *compiledRule, ve
 		}
 		b.Set(labels.AlertName, r.alertName)
 		ls := b.Labels()
-		fp := fmt.Sprintf("%016x", ls.Hash())
+		fp := fingerprint(ls.Hash())
 		if _, dup := cands[fp]; dup {
 			continue
 		}
-		ann := make(map[string]string, len(r.spec.GetAnnotations()))
-		for k, v := range r.spec.GetAnnotations() {
-			ann[k] = s.expand(ctx, r.spec.GetName(), v, seriesLabels, smp, now)
+		c := candidate{labels: ls, value: smp.F}
+		if r.templatedAnnotations {
+			c.annotations = make(map[string]string, len(r.spec.GetAnnotations()))
+			for k, v := range r.spec.GetAnnotations() {
+				c.annotations[k] = s.expand(ctx, r.spec.GetName(), v, seriesLabels, smp, now)
+			}
 		}
-		cands[fp] = candidate{labels: ls.Map(), annotations: ann, value: smp.F}
+		cands[fp] = c
 	}
 
 	type change struct {
@@ -427,7 +492,16 @@ func (s *Service) applyAlerts(ctx context.Context, g *group, r *compiledRule, ve
 			s.alerts[a.GetId()] = a
 			s.active[key] = a.GetId()
 		}
-		a.Labels, a.Annotations, a.Value, a.LastEvaluationTime = c.labels, c.annotations, c.value, nowPB
+		if !sameLabels(a.GetLabels(), c.labels) {
+			a.Labels = c.labels.Map()
+		}
+		switch {
+		case c.annotations != nil:
+			a.Annotations = c.annotations
+		case !maps.Equal(a.GetAnnotations(), r.spec.GetAnnotations()):
+			a.Annotations = maps.Clone(r.spec.GetAnnotations())
+		}
+		a.Value, a.LastEvaluationTime = c.value, nowPB
 		if a.GetDeploy() == nil {
 			a.Deploy = s.deployContextLocked(a)
 		}
@@ -537,7 +611,7 @@ func (s *Service) announce(ctx context.Context, a *monitorv1.Alert, tr transitio
 		return
 	}
 	if len(a.GetSilencedBy()) == 0 && (tr == transFiring || a.GetFiredAt() != nil) {
-		s.notifyReceivers(a, tr)
+		s.notifyReceivers(ctx, a, tr)
 	}
 	s.mu.Lock()
 	cur := s.alerts[a.GetId()]

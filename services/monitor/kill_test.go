@@ -27,7 +27,18 @@ const (
 	childEnv     = "OPSUITE_MONITOR_TEST_CHILD"
 	childNATS    = "OPSUITE_MONITOR_TEST_NATS"
 	childDataDir = "OPSUITE_MONITOR_TEST_DATA"
+	// childFastWebhooks, when set, gives the child short webhook retry
+	// delays and ack wait.
+	childFastWebhooks = "OPSUITE_MONITOR_TEST_FAST_WEBHOOKS"
 )
+
+// fastWebhooks is the webhook retry configuration of tests that restart
+// monitors while a receiver fails.
+func fastWebhooks(cfg monitor.Config) monitor.Config {
+	cfg.WebhookBackoff, cfg.WebhookMaxBackoff = 100*time.Millisecond, 400*time.Millisecond
+	cfg.WebhookAckWait, cfg.WebhookMaxAttempts = 2*time.Second, 10_000
+	return cfg
+}
 
 // runChild is the test binary re-executed as a monitor process: it serves
 // the monitor on a loopback port (printed as "ADDR host:port") against the
@@ -50,7 +61,11 @@ func runChild() {
 	if err != nil {
 		fail(err)
 	}
-	svc, err := monitor.New(monitor.Config{DataDir: os.Getenv(childDataDir), HostMetricsInterval: -1}, monitor.Deps{JetStream: js, Events: bus, Consumer: bus})
+	cfg := monitor.Config{DataDir: os.Getenv(childDataDir), HostMetricsInterval: -1}
+	if os.Getenv(childFastWebhooks) != "" {
+		cfg = fastWebhooks(cfg)
+	}
+	svc, err := monitor.New(cfg, monitor.Deps{JetStream: js, Events: bus, Consumer: bus})
 	if err != nil {
 		fail(err)
 	}
@@ -78,10 +93,11 @@ type child struct {
 	conn   *grpc.ClientConn
 }
 
-func spawnChild(t *testing.T, natsURL, dataDir string) *child {
+func spawnChild(t *testing.T, natsURL, dataDir string, env ...string) *child {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), childEnv+"=1", childNATS+"="+natsURL, childDataDir+"="+dataDir)
+	cmd.Env = append(cmd.Env, env...)
 	cmd.Stderr = os.Stderr
 	out, err := cmd.StdoutPipe()
 	if err != nil {
@@ -190,6 +206,93 @@ func TestSIGKILLWhileFiring(t *testing.T) {
 	}
 	if c := streamCounts(t, js); c[monitor.EventAlertFiring] != 1 {
 		t.Fatalf("events in stream %v, want one firing", c)
+	}
+	p.stop()
+}
+
+// TestSIGKILLWhileWebhookFails kills a monitor process with SIGKILL while it
+// retries a notification to a failing receiver (the receiver answers
+// slowly, so the kill usually lands during an attempt); the restarted
+// process takes the notification over and, once the receiver accepts,
+// delivers it exactly once.
+func TestSIGKILLWhileWebhookFails(t *testing.T) {
+	if testing.Short() {
+		t.Skip("spawns monitor processes")
+	}
+	srv, err := natsembed.Start(natsembed.Config{DataDir: t.TempDir(), ListenAddr: "127.0.0.1:0"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Shutdown()
+	nc, err := srv.Connect("test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := eventbus.New(t.Context(), nc, eventbus.Config{Source: "test"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	hook := newFlakyHook(t)
+	hook.slow.Store(true)
+	dataDir := t.TempDir()
+	ctx := t.Context()
+	fast := childFastWebhooks + "=1"
+
+	c1 := spawnChild(t, srv.ClientURL(), dataDir, fast)
+	var cur atomic.Pointer[child]
+	cur.Store(c1)
+	client := func() monitorv1.MonitorServiceClient { return cur.Load().client }
+	if _, err := c1.client.CreateReceiver(ctx, &monitorv1.CreateReceiverRequest{Receiver: &monitorv1.Receiver{
+		Name: "ops", Webhook: &monitorv1.WebhookConfig{Url: hook.srv.URL}}}); err != nil {
+		t.Fatal(err)
+	}
+	p := startPusher(t, client, "disk_used_percent", map[string]string{"host": "a"})
+	p.value.Store(95)
+	high := 90.0
+	if _, err := c1.client.CreateRuleGroup(ctx, &monitorv1.CreateRuleGroupRequest{RuleGroup: &monitorv1.RuleGroup{
+		Name: "disks", Interval: dur(time.Second),
+		Rules: []*monitorv1.Rule{{Name: "disk-full", Condition: &monitorv1.Rule_Threshold{Threshold: &monitorv1.ThresholdCondition{
+			Metric: "disk_used_percent", High: &high, Window: dur(10 * time.Second)}}}},
+	}}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 15*time.Second, func() error {
+		if att, _ := hook.snapshot(); att["a/firing"] < 3 {
+			return fmt.Errorf("attempts %v: %w", att, errNotYet)
+		}
+		return nil
+	})
+	if err := c1.cmd.Process.Signal(os.Kill); err != nil {
+		t.Fatal(err)
+	}
+	_ = c1.cmd.Wait()
+	killedAt, _ := hook.snapshot()
+
+	c2 := spawnChild(t, srv.ClientURL(), dataDir, fast)
+	cur.Store(c2)
+	eventually(t, 20*time.Second, func() error {
+		if att, _ := hook.snapshot(); att["a/firing"] <= killedAt["a/firing"] {
+			return fmt.Errorf("attempts %v: %w", att, errNotYet)
+		}
+		return nil
+	})
+	hook.failing.Store(false)
+	eventually(t, 20*time.Second, func() error {
+		if _, acc := hook.snapshot(); len(acc) == 0 {
+			return errNotYet
+		}
+		return nil
+	})
+	time.Sleep(2*2*time.Second + time.Second) // twice the ack wait: any redelivery shows
+	if att, acc := hook.snapshot(); len(acc) != 1 || acc[0] != "a/firing" {
+		t.Fatalf("accepted %v, want a/firing once (attempts %v)", acc, att)
+	}
+	if n := webhookQueue(t, js, "ops"); n != 0 {
+		t.Fatalf("%d notifications still queued", n)
 	}
 	p.stop()
 }

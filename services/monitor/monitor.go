@@ -67,6 +67,13 @@ type Config struct {
 	// WebhookBackoff is the first retry delay of a failed webhook delivery;
 	// it doubles up to WebhookMaxBackoff. Defaults 1s and 5m.
 	WebhookBackoff, WebhookMaxBackoff time.Duration
+	// WebhookMaxAttempts bounds the attempts at one notification, across
+	// restarts (besides the receiver's retry_for); default 30.
+	WebhookMaxAttempts int
+	// WebhookAckWait is how long a notification being delivered by a
+	// monitor that stopped answering (killed) waits before another monitor
+	// (or the restarted one) takes it; default 15s.
+	WebhookAckWait time.Duration
 }
 
 // Publisher publishes domain events.
@@ -118,17 +125,26 @@ type Service struct {
 	receiverKV *kvTable[*monitorv1.Receiver]
 	rolloutsKV *kvTable[*deployerv1.Rollout]
 
+	// webhooks queues webhook notifications; webhookSent records those
+	// delivered (notify.go).
+	webhooks    jetstream.Stream
+	webhookSent jetstream.KeyValue
+
 	runCtx context.Context //nolint:containedctx // the Run context, handed to loops started by RPCs
 	loops  sync.WaitGroup
 
 	// ruleMu serialises changes to rules.
 	ruleMu sync.Mutex
 
+	// watch maps a metric name to the groups whose rules read it; pushes
+	// read it without taking mu, so ingestion never waits on rule
+	// evaluation. Replaced whole (under mu) when groups change.
+	watch atomic.Pointer[map[string][]*group]
+
 	// mu guards everything below.
 	mu         sync.Mutex
 	groups     map[string]*group
-	watch      map[string][]*group // metric name → groups whose rules read it
-	ruleGroup  map[string]string   // rule name → group name
+	ruleGroup  map[string]string // rule name → group name
 	ruleStatus map[string]*monitorv1.RuleStatus
 	alerts     map[string]*monitorv1.Alert   // by id: active and resolved within AlertHistory
 	active     map[activeKey]string          // active alert id by rule and fingerprint
@@ -178,6 +194,12 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	}
 	if cfg.WebhookMaxBackoff <= 0 {
 		cfg.WebhookMaxBackoff = 5 * time.Minute
+	}
+	if cfg.WebhookMaxAttempts <= 0 {
+		cfg.WebhookMaxAttempts = 30
+	}
+	if cfg.WebhookAckWait <= 0 {
+		cfg.WebhookAckWait = 15 * time.Second
 	}
 	hc := deps.HTTPClient
 	if hc == nil {
@@ -288,7 +310,7 @@ func (s *Service) openTables(ctx context.Context) error {
 	if s.rolloutsKV, err = openTable(ctx, s.js, BucketRollouts, "recent rollouts per application, for deploy context", r, func() *deployerv1.Rollout { return &deployerv1.Rollout{} }); err != nil {
 		return err
 	}
-	return nil
+	return s.openWebhookQueue(ctx)
 }
 
 // restore loads durable state. Alerts come back exactly as stored: a firing

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	monitorv1 "github.com/opsuite/opsuite/gen/opsuite/monitor/v1"
@@ -20,18 +21,21 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
-// receiver is a webhook receiver with its delivery queue.
+// receiver is a webhook receiver with its delivery loop; its queue is its
+// subject of the webhook stream (notify.go).
 type receiver struct {
 	spec   *monitorv1.Receiver // secrets included; never returned as is
 	status *monitorv1.ReceiverStatus
-	queue  chan *webhook.Payload
 	client *http.Client
 	cancel context.CancelFunc
 	done   chan struct{}
+	// queued is about how many notifications wait (in the stream).
+	queued atomic.Int64
 	// sent is when each firing alert was last queued for this receiver.
 	sent map[string]time.Time
 }
 
+// receiverQueue bounds the notifications waiting for one receiver.
 const receiverQueue = 1024
 
 // matches reports whether the receiver takes alerts with lbls.
@@ -57,6 +61,7 @@ func (s *Service) repeatLoop(ctx context.Context) {
 		case <-t.C:
 		}
 		now := time.Now()
+		var due []notification
 		s.mu.Lock()
 		for _, rc := range s.receivers {
 			if rc.spec.GetDisabled() {
@@ -85,11 +90,9 @@ func (s *Service) repeatLoop(ctx context.Context) {
 				if now.Sub(last) < every {
 					continue
 				}
-				select {
-				case rc.queue <- s.payload(rc.spec, []*monitorv1.Alert{a}):
-					rc.sent[id] = now
-				default:
-				}
+				due = append(due, notification{receiver: rc.spec.GetName(), id: repeatID(a, rc.spec.GetName(), now),
+					payload: s.payload(rc.spec, []*monitorv1.Alert{a}), retryFor: retryFor(rc.spec)})
+				rc.sent[id] = now
 			}
 			for id := range rc.sent {
 				if !live[id] {
@@ -98,7 +101,16 @@ func (s *Service) repeatLoop(ctx context.Context) {
 			}
 		}
 		s.mu.Unlock()
+		s.enqueue(ctx, due)
 	}
+}
+
+// retryFor is how long a notification to r is retried; default 1h.
+func retryFor(r *monitorv1.Receiver) time.Duration {
+	if d := r.GetWebhook().GetRetryFor(); d != nil {
+		return d.AsDuration()
+	}
+	return time.Hour
 }
 
 func validateReceiver(r *monitorv1.Receiver) error {
@@ -127,18 +139,19 @@ func receiverView(rc *receiver) *monitorv1.Receiver {
 		out.Webhook.BearerToken, out.Webhook.HmacSecret = "", ""
 	}
 	out.Status = proto.CloneOf(rc.status)
-	out.Status.Queued = uint32(len(rc.queue))
+	out.Status.Queued = uint32(max(rc.queued.Load(), 0))
 	return out
 }
 
-// startReceiver registers r and starts its delivery loop.
+// startReceiver registers r and starts its delivery loop (replacing the
+// loop of an earlier version of r).
 func (s *Service) startReceiver(r *monitorv1.Receiver) {
 	client := s.http
 	if r.GetWebhook().GetTlsSkipVerify() {
 		client = &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}} //nolint:gosec // asked for by the receiver
 	}
 	ctx, cancel := context.WithCancel(s.runCtx)
-	rc := &receiver{spec: r, status: &monitorv1.ReceiverStatus{}, queue: make(chan *webhook.Payload, receiverQueue), client: client, cancel: cancel, done: make(chan struct{}), sent: map[string]time.Time{}}
+	rc := &receiver{spec: r, status: &monitorv1.ReceiverStatus{}, client: client, cancel: cancel, done: make(chan struct{}), sent: map[string]time.Time{}}
 	s.mu.Lock()
 	old := s.receivers[r.GetName()]
 	s.receivers[r.GetName()] = rc
@@ -146,11 +159,13 @@ func (s *Service) startReceiver(r *monitorv1.Receiver) {
 	if old != nil {
 		old.cancel()
 		<-old.done
+		rc.queued.Store(old.queued.Load()) // the queue stays
 	}
 	s.goLoop(func() { s.deliverLoop(ctx, rc) })
 }
 
-func (s *Service) stopReceiver(name string) {
+// stopReceiver stops a deleted receiver's loop and drops its queue.
+func (s *Service) stopReceiver(ctx context.Context, name string) error {
 	s.mu.Lock()
 	rc := s.receivers[name]
 	delete(s.receivers, name)
@@ -159,39 +174,7 @@ func (s *Service) stopReceiver(name string) {
 		rc.cancel()
 		<-rc.done
 	}
-}
-
-func (s *Service) deliverLoop(ctx context.Context, rc *receiver) {
-	defer close(rc.done)
-	t := webhookTarget(rc.spec)
-	retryFor := time.Hour
-	if d := rc.spec.GetWebhook().GetRetryFor(); d != nil {
-		retryFor = d.AsDuration()
-	}
-	b := webhook.Backoff{Initial: s.cfg.WebhookBackoff, Max: s.cfg.WebhookMaxBackoff}
-	for {
-		var p *webhook.Payload
-		select {
-		case <-ctx.Done():
-			return
-		case p = <-rc.queue:
-		}
-		err := webhook.Deliver(ctx, rc.client, t, p, b, retryFor, func(r webhook.Result) {
-			s.mu.Lock()
-			defer s.mu.Unlock()
-			now := timestamppb.Now()
-			rc.status.LastAttemptTime = now
-			if r.Err != nil {
-				rc.status.LastError = r.Err.Error()
-				rc.status.ConsecutiveFailures++
-				return
-			}
-			rc.status.LastSuccessTime, rc.status.LastError, rc.status.ConsecutiveFailures = now, "", 0
-		})
-		if err != nil && ctx.Err() == nil {
-			s.log.Warn("webhook delivery failed", "receiver", rc.spec.GetName(), "err", err)
-		}
-	}
+	return s.purgeWebhooks(ctx, name)
 }
 
 func webhookTarget(r *monitorv1.Receiver) webhook.Target {
@@ -199,10 +182,11 @@ func webhookTarget(r *monitorv1.Receiver) webhook.Target {
 	return webhook.Target{URL: w.GetUrl(), Headers: w.GetHeaders(), BearerToken: w.GetBearerToken(), HMACSecret: w.GetHmacSecret(), Timeout: w.GetTimeout().AsDuration()}
 }
 
-// notifyReceivers queues a notification of a to every matching receiver.
-func (s *Service) notifyReceivers(a *monitorv1.Alert, tr transition) {
+// notifyReceivers queues a notification of tr of a for every matching
+// receiver; it returns once they are stored.
+func (s *Service) notifyReceivers(ctx context.Context, a *monitorv1.Alert, tr transition) {
+	var ns []notification
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	for _, rc := range s.receivers {
 		if rc.spec.GetDisabled() || (tr == transResolved && rc.spec.GetSkipResolved()) {
 			continue
@@ -210,18 +194,16 @@ func (s *Service) notifyReceivers(a *monitorv1.Alert, tr transition) {
 		if !rc.matches(a.GetLabels()) {
 			continue
 		}
-		p := s.payload(rc.spec, []*monitorv1.Alert{a})
-		select {
-		case rc.queue <- p:
-			if tr == transFiring {
-				rc.sent[a.GetId()] = time.Now()
-			} else {
-				delete(rc.sent, a.GetId())
-			}
-		default:
-			rc.status.LastError = "queue full; notification dropped"
+		ns = append(ns, notification{receiver: rc.spec.GetName(), id: notificationID(a, tr, rc.spec.GetName()),
+			payload: s.payload(rc.spec, []*monitorv1.Alert{a}), retryFor: retryFor(rc.spec)})
+		if tr == transFiring {
+			rc.sent[a.GetId()] = time.Now()
+		} else {
+			delete(rc.sent, a.GetId())
 		}
 	}
+	s.mu.Unlock()
+	s.enqueue(ctx, ns)
 }
 
 // payload builds an Alertmanager-compatible body for alerts of one group.
@@ -427,7 +409,9 @@ func (s *Service) DeleteReceiver(ctx context.Context, req *monitorv1.DeleteRecei
 	if err := s.receiverKV.delete(ctx, req.GetName()); err != nil {
 		return nil, toStatus(err)
 	}
-	s.stopReceiver(req.GetName())
+	if err := s.stopReceiver(ctx, req.GetName()); err != nil {
+		return nil, toStatus(err)
+	}
 	return &monitorv1.DeleteReceiverResponse{}, nil
 }
 

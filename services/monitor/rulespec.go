@@ -14,7 +14,9 @@ import (
 
 	monitorv1 "github.com/opsuite/opsuite/gen/opsuite/monitor/v1"
 	"github.com/opsuite/opsuite/pkg/validation"
+	"github.com/opsuite/opsuite/services/monitor/internal/direct"
 	"github.com/opsuite/opsuite/services/monitor/internal/ingest"
+	"github.com/opsuite/opsuite/services/monitor/internal/tsstore"
 	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/promql"
@@ -36,6 +38,12 @@ type compiledRule struct {
 	forDur    time.Duration
 	keepFor   time.Duration
 	recording bool
+	// plan evaluates expr without the PromQL engine; nil when expr has
+	// another shape than the direct package handles.
+	plan *direct.Plan
+	// templated: a label or annotation holds a template;
+	// templatedAnnotations: an annotation does.
+	templated, templatedAnnotations bool
 }
 
 // compileGroup validates a group and its rules; field paths start at prefix
@@ -91,16 +99,33 @@ func (s *Service) compileRule(verr *validation.Error, field string, r *monitorv1
 		verr.Add(field+".keep_firing_for", "must not be negative")
 	}
 	cr.forDur, cr.keepFor = r.GetFor().AsDuration(), r.GetKeepFiringFor().AsDuration()
+	for _, v := range r.GetAnnotations() {
+		cr.templatedAnnotations = cr.templatedAnnotations || strings.Contains(v, "{{")
+	}
+	cr.templated = cr.templatedAnnotations
+	for _, v := range r.GetLabels() {
+		cr.templated = cr.templated || strings.Contains(v, "{{")
+	}
 	switch c := r.GetCondition().(type) {
 	case *monitorv1.Rule_Expr:
 		if strings.TrimSpace(c.Expr) == "" {
 			verr.Add(field+".expr", "a PromQL expression is required")
-		} else if _, err := s.db.Parser().ParseExpr(c.Expr); err != nil {
+		} else if e, err := s.db.Parser().ParseExpr(c.Expr); err != nil {
 			verr.Add(field+".expr", "%v", err)
+		} else {
+			cr.plan = direct.Compile(e, tsstore.LookbackDelta)
 		}
 		cr.expr = c.Expr
 	case *monitorv1.Rule_Threshold:
 		cr.expr = s.compileThreshold(verr, field+".threshold", c.Threshold, interval)
+		if cr.expr != "" {
+			e, err := s.db.Parser().ParseExpr(cr.expr)
+			if err != nil {
+				verr.Add(field+".threshold", "compiles to PromQL that does not parse (%s): %v", cr.expr, err)
+			} else {
+				cr.plan = direct.Compile(e, tsstore.LookbackDelta)
+			}
+		}
 	default:
 		verr.Add(field+".condition", "exactly one of threshold and expr is required")
 	}

@@ -20,6 +20,10 @@ import (
 	"github.com/prometheus/prometheus/tsdb"
 )
 
+// lookbackDelta is how far back the engine's instant vector selectors look
+// for a series' latest sample (PromQL's default).
+const lookbackDelta = 5 * time.Minute
+
 // Options configure Open.
 type Options struct {
 	// Dir holds the blocks and write-ahead log.
@@ -84,7 +88,7 @@ func Open(opts Options) (*Store, error) {
 		Reg:                  opts.Registerer,
 		MaxSamples:           opts.MaxSamples,
 		Timeout:              opts.QueryTimeout,
-		LookbackDelta:        5 * time.Minute,
+		LookbackDelta:        lookbackDelta,
 		EnableAtModifier:     true,
 		EnableNegativeOffset: true,
 		Parser:               p,

@@ -1,6 +1,7 @@
-// Package webhook delivers alert notifications to HTTP endpoints in the
-// Alertmanager webhook format (version "4"), with retries and exponential
-// backoff.
+// Package webhook posts alert notifications to HTTP endpoints in the
+// Alertmanager webhook format (version "4"): one attempt at a time, with the
+// retry schedule (Backoff) and the verdict on retrying (Permanent) for the
+// caller, which keeps the notification durably between attempts.
 package webhook
 
 import (
@@ -57,12 +58,26 @@ type Result struct {
 	Err      error
 }
 
-// Send posts p once.
-func Send(ctx context.Context, c *http.Client, t Target, p *Payload) Result {
+// Encode renders p as the body of a call.
+func Encode(p *Payload) ([]byte, error) {
 	body, err := json.Marshal(p)
 	if err != nil {
-		return Result{Err: fmt.Errorf("encode payload: %w", err)}
+		return nil, fmt.Errorf("encode payload: %w", err)
 	}
+	return body, nil
+}
+
+// Send posts p once.
+func Send(ctx context.Context, c *http.Client, t Target, p *Payload) Result {
+	body, err := Encode(p)
+	if err != nil {
+		return Result{Err: err}
+	}
+	return Post(ctx, c, t, body)
+}
+
+// Post posts an encoded payload once, signed when the target has a secret.
+func Post(ctx context.Context, c *http.Client, t Target, body []byte) Result {
 	timeout := t.Timeout
 	if timeout <= 0 {
 		timeout = 10 * time.Second
@@ -117,30 +132,8 @@ func (b Backoff) Delay(n int) time.Duration {
 	return min(d, b.Max)
 }
 
-// Deliver posts p until it succeeds, retryFor has passed or ctx ends,
-// waiting by b between attempts. report is told of every attempt.
-func Deliver(ctx context.Context, c *http.Client, t Target, p *Payload, b Backoff, retryFor time.Duration, report func(Result)) error {
-	deadline := time.Now().Add(retryFor)
-	for n := 0; ; n++ {
-		r := Send(ctx, c, t, p)
-		if report != nil {
-			report(r)
-		}
-		if r.Err == nil {
-			return nil
-		}
-		// A 4xx other than 408/429 will not change with retries.
-		if r.Status >= 400 && r.Status < 500 && r.Status != http.StatusRequestTimeout && r.Status != http.StatusTooManyRequests {
-			return r.Err
-		}
-		wait := b.Delay(n)
-		if time.Now().Add(wait).After(deadline) {
-			return fmt.Errorf("gave up after %d attempts: %w", n+1, r.Err)
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(wait):
-		}
-	}
+// Permanent reports whether a failed attempt will fail the same way when
+// retried: a 4xx answer other than 408 and 429.
+func Permanent(r Result) bool {
+	return r.Err != nil && r.Status >= 400 && r.Status < 500 && r.Status != http.StatusRequestTimeout && r.Status != http.StatusTooManyRequests
 }

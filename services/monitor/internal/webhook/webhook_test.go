@@ -21,38 +21,41 @@ func TestBackoff(t *testing.T) {
 	}
 }
 
-func TestDeliverSignsRetriesAndGivesUp(t *testing.T) {
-	var attempts int
+func TestSendSignsAndClassifies(t *testing.T) {
+	status := http.StatusBadGateway
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
 		m := hmac.New(sha256.New, []byte("k"))
 		m.Write(body)
-		if r.Header.Get("X-Opsuite-Signature") != "sha256="+hex.EncodeToString(m.Sum(nil)) || r.Header.Get("Authorization") != "Bearer tok" {
+		if r.Header.Get("X-Opsuite-Signature") != "sha256="+hex.EncodeToString(m.Sum(nil)) || r.Header.Get("Authorization") != "Bearer tok" ||
+			r.Header.Get("Content-Type") != "application/json" || r.Header.Get("X-Team") != "ops" {
 			t.Errorf("headers %v", r.Header)
 		}
-		attempts++
-		if attempts < 3 {
-			w.WriteHeader(http.StatusBadGateway)
-		}
+		w.WriteHeader(status)
 	}))
 	defer srv.Close()
-	tgt := Target{URL: srv.URL, HMACSecret: "k", BearerToken: "tok"}
-	b := Backoff{Initial: time.Millisecond, Max: 5 * time.Millisecond}
-	if err := Deliver(context.Background(), srv.Client(), tgt, &Payload{Version: "4"}, b, time.Second, nil); err != nil || attempts != 3 {
-		t.Fatalf("deliver: %v after %d attempts", err, attempts)
+	tgt := Target{URL: srv.URL, HMACSecret: "k", BearerToken: "tok", Headers: map[string]string{"X-Team": "ops"}}
+	for _, c := range []struct {
+		status    int
+		ok, final bool
+	}{
+		{http.StatusOK, true, false},
+		{http.StatusNoContent, true, false},
+		{http.StatusBadGateway, false, false},
+		{http.StatusServiceUnavailable, false, false},
+		{http.StatusTooManyRequests, false, false},
+		{http.StatusRequestTimeout, false, false},
+		{http.StatusNotFound, false, true},
+		{http.StatusBadRequest, false, true},
+	} {
+		status = c.status
+		r := Send(context.Background(), srv.Client(), tgt, &Payload{Version: "4", Receiver: "ops"})
+		if (r.Err == nil) != c.ok || r.Status != c.status || Permanent(r) != c.final {
+			t.Errorf("answer %d: err %v, status %d, permanent %v; want ok %v, permanent %v", c.status, r.Err, r.Status, Permanent(r), c.ok, c.final)
+		}
 	}
-
-	gone := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusNotFound) }))
-	defer gone.Close()
-	var reports int
-	err := Deliver(context.Background(), gone.Client(), Target{URL: gone.URL}, &Payload{}, b, time.Second, func(Result) { reports++ })
-	if err == nil || reports != 1 {
-		t.Fatalf("404 should fail at once: %v after %d attempts", err, reports)
-	}
-	down := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusServiceUnavailable) }))
-	defer down.Close()
-	start := time.Now()
-	if err := Deliver(context.Background(), down.Client(), Target{URL: down.URL}, &Payload{}, b, 50*time.Millisecond, nil); err == nil || time.Since(start) > time.Second {
-		t.Fatalf("retry_for not honoured: %v after %s", err, time.Since(start))
+	srv.Close()
+	if r := Send(context.Background(), http.DefaultClient, Target{URL: srv.URL, Timeout: time.Second}, &Payload{}); r.Err == nil || Permanent(r) {
+		t.Fatalf("closed server: %v, permanent %v; want a retryable error", r.Err, Permanent(r))
 	}
 }
