@@ -185,6 +185,7 @@ func newServeCmd(stdout, stderr io.Writer) *cobra.Command {
 	cmd.Flags().StringSliceVar(&targets, "target", []string{"all"}, "components to run: "+strings.Join(suite.AllTargets, ", ")+" or all")
 	cmd.Flags().StringVar(&f.cfg.NATSURL, "nats-url", "", "URL of an external NATS server; empty embeds one")
 	cmd.Flags().StringVar(&f.cfg.ReplicaID, "replica-id", "", "names this process among replicas of a service sharing one NATS (unique per live process; a restart with the same id resumes its work at once); default: the one kept in <data-dir>/replica-id (for a health-checker on an external NATS, random per start)")
+	cmd.Flags().IntVar(&f.cfg.StoreReplicas, "store-replicas", 1, "JetStream replicas of every stream and bucket the services create: 1, or 3 or 5 on a clustered NATS (--nats-url)")
 	cmd.Flags().StringVar(&f.cfg.HealthCheckerAddr, "healthchecker-addr", "", "host:port of the health-checker when the gateway, deployer or pipeline-runner runs without it")
 	cmd.Flags().StringVar(&f.cfg.DeployerAddr, "deployer-addr", "", "host:port of the deployer when the gateway or pipeline-runner runs without it")
 	cmd.Flags().StringVar(&f.cfg.MonitorAddr, "monitor-addr", "", "host:port of the monitor when the gateway or deployer runs without it")

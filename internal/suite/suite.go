@@ -138,6 +138,10 @@ type Config struct {
 	// the one kept in the data dir (replicaID) — for the health-checker
 	// only with the embedded NATS, else random per start.
 	ReplicaID string
+	// StoreReplicas is the JetStream replica count of every stream and
+	// bucket the services create (1, 3 or 5; 0 means 1). More than 1 needs
+	// an external clustered NATS.
+	StoreReplicas int
 }
 
 func (c *Config) has(target string) bool { return slices.Contains(c.Targets, target) }
@@ -205,6 +209,16 @@ func (c *Config) Validate() error {
 	}
 	if c.Demo && len(c.Targets) != len(AllTargets) {
 		return errors.New("the demo needs every component in this process (opsuite up)")
+	}
+	switch c.StoreReplicas {
+	case 0:
+		c.StoreReplicas = 1
+	case 1, 3, 5:
+	default:
+		return fmt.Errorf("store replicas %d: use 1, 3 or 5 (a JetStream cluster keeps an odd number of copies)", c.StoreReplicas)
+	}
+	if c.StoreReplicas > 1 && c.NATSURL == "" {
+		return fmt.Errorf("store replicas %d needs a clustered NATS (--nats-url): the embedded server is a single node", c.StoreReplicas)
 	}
 	if c.NATSListen != "" {
 		if _, _, err := net.SplitHostPort(c.NATSListen); err != nil {
@@ -337,7 +351,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, out io.Writer) error
 		gcfg := grpcserver.Config{MaxRecvMsgSize: 64 << 20, TLS: serverTLS}
 		var tokens *auth.Store
 		if cfg.Auth == "on" {
-			if tokens, err = auth.Open(ctx, js, 1); err != nil {
+			if tokens, err = auth.Open(ctx, js, cfg.StoreReplicas); err != nil {
 				return err
 			}
 			generated, err := tokens.Bootstrap(ctx, cfg.AdminToken)
@@ -349,7 +363,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, out io.Writer) error
 			}
 			var audit auth.Publisher
 			if nc != nil {
-				bus, err := eventbus.New(ctx, nc, eventbus.Config{Source: "opsuite/audit"}, log.With("component", "eventbus"))
+				bus, err := eventbus.New(ctx, nc, eventbus.Config{Source: "opsuite/audit", Replicas: cfg.StoreReplicas}, log.With("component", "eventbus"))
 				if err != nil {
 					return err
 				}
@@ -435,7 +449,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, out io.Writer) error
 		})
 	}
 	if cfg.has(TargetHealthChecker) {
-		bus, err := eventbus.New(ctx, nc, eventbus.Config{Source: "opsuite/" + healthchecker.Name}, log.With("component", "eventbus"))
+		bus, err := eventbus.New(ctx, nc, eventbus.Config{Source: "opsuite/" + healthchecker.Name, Replicas: cfg.StoreReplicas}, log.With("component", "eventbus"))
 		if err != nil {
 			return err
 		}
@@ -445,7 +459,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, out io.Writer) error
 		if err != nil {
 			return err
 		}
-		hc, err := healthchecker.New(healthchecker.Config{ReplicaID: hcReplica}, healthchecker.Deps{
+		hc, err := healthchecker.New(healthchecker.Config{ReplicaID: hcReplica, StoreReplicas: cfg.StoreReplicas}, healthchecker.Deps{
 			Logger: serviceLog(healthchecker.Name), Registerer: reg, JetStream: js, Events: bus,
 		})
 		if err != nil {
@@ -459,11 +473,11 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, out io.Writer) error
 		}
 	}
 	if cfg.has(TargetMonitor) {
-		bus, err := eventbus.New(ctx, nc, eventbus.Config{Source: "opsuite/" + monitor.Name}, log.With("component", "eventbus"))
+		bus, err := eventbus.New(ctx, nc, eventbus.Config{Source: "opsuite/" + monitor.Name, Replicas: cfg.StoreReplicas}, log.With("component", "eventbus"))
 		if err != nil {
 			return err
 		}
-		mon, err := monitor.New(monitor.Config{DataDir: filepath.Join(dataDirOf(cfg), "monitor")}, monitor.Deps{
+		mon, err := monitor.New(monitor.Config{DataDir: filepath.Join(dataDirOf(cfg), "monitor"), StoreReplicas: cfg.StoreReplicas}, monitor.Deps{
 			Logger: serviceLog(monitor.Name), Registerer: reg, JetStream: js, Events: bus, Consumer: bus,
 		})
 		if err != nil {
@@ -477,11 +491,11 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, out io.Writer) error
 		}
 	}
 	if cfg.has(TargetLogAggregator) {
-		bus, err := eventbus.New(ctx, nc, eventbus.Config{Source: "opsuite/" + logaggregator.Name}, log.With("component", "eventbus"))
+		bus, err := eventbus.New(ctx, nc, eventbus.Config{Source: "opsuite/" + logaggregator.Name, Replicas: cfg.StoreReplicas}, log.With("component", "eventbus"))
 		if err != nil {
 			return err
 		}
-		la, err := logaggregator.New(logaggregator.Config{DataDir: filepath.Join(dataDirOf(cfg), "logaggregator")}, logaggregator.Deps{
+		la, err := logaggregator.New(logaggregator.Config{DataDir: filepath.Join(dataDirOf(cfg), "logaggregator"), StreamReplicas: cfg.StoreReplicas}, logaggregator.Deps{
 			Logger: serviceLog(logaggregator.Name), Registerer: reg, JetStream: js, Events: bus, Deploys: bus,
 		})
 		if err != nil {
@@ -490,7 +504,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, out io.Writer) error
 		start(logaggregator.Name, lav1.LogAggregatorService_ServiceDesc.ServiceName, la)
 	}
 	if cfg.has(TargetDeployer) {
-		bus, err := eventbus.New(ctx, nc, eventbus.Config{Source: "opsuite/" + deployer.Name}, log.With("component", "eventbus"))
+		bus, err := eventbus.New(ctx, nc, eventbus.Config{Source: "opsuite/" + deployer.Name, Replicas: cfg.StoreReplicas}, log.With("component", "eventbus"))
 		if err != nil {
 			return err
 		}
@@ -507,7 +521,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, out io.Writer) error
 		}
 		dep, err := deployer.New(deployer.Config{
 			ProcessStateDir: filepath.Join(dataDirOf(cfg), "deployer", "process"), Docker: cfg.Docker,
-			Kubeconfig: cfg.Kubeconfig, KubeContext: cfg.KubeContext, ReplicaID: replica,
+			Kubeconfig: cfg.Kubeconfig, KubeContext: cfg.KubeContext, ReplicaID: replica, StoreReplicas: cfg.StoreReplicas,
 		}, deps)
 		if err != nil {
 			return err
@@ -520,7 +534,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, out io.Writer) error
 		}
 	}
 	if cfg.has(TargetPipelineRunner) {
-		bus, err := eventbus.New(ctx, nc, eventbus.Config{Source: "opsuite/" + pipelinerunner.Name}, log.With("component", "eventbus"))
+		bus, err := eventbus.New(ctx, nc, eventbus.Config{Source: "opsuite/" + pipelinerunner.Name, Replicas: cfg.StoreReplicas}, log.With("component", "eventbus"))
 		if err != nil {
 			return err
 		}
@@ -538,7 +552,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, out io.Writer) error
 		if err != nil {
 			return err
 		}
-		pr, err := pipelinerunner.New(pipelinerunner.Config{DataDir: filepath.Join(dataDirOf(cfg), "pipelinerunner"), Docker: cfg.Docker, ReplicaID: prReplica}, deps)
+		pr, err := pipelinerunner.New(pipelinerunner.Config{DataDir: filepath.Join(dataDirOf(cfg), "pipelinerunner"), Docker: cfg.Docker, ReplicaID: prReplica, StoreReplicas: cfg.StoreReplicas}, deps)
 		if err != nil {
 			return err
 		}
