@@ -6,7 +6,10 @@
 #
 # Writes $OPSUITE_KUBE_HARNESS_DIR (default /tmp/opsuite-kube-harness):
 #   kubeconfig   admin kubeconfig (token auth, CA-verified TLS)
-#   env          shell lines to source: OPSUITE_KUBECONFIG=..., KUBECONFIG=...
+#   env          shell lines to source: OPSUITE_KUBECONFIG=..., KUBECONFIG=...,
+#                and OPSUITE_GATEWAY_API_CRDS=... (the Gateway API's standard CRDs,
+#                for the driver's HTTPRoute tests) when the Go module proxy or
+#                cache has sigs.k8s.io/gateway-api
 #   logs/*.log   each component's output; pids/*.pid their process ids
 # and prints the kubeconfig path on stdout. stop.sh stops everything again.
 set -euo pipefail
@@ -180,10 +183,30 @@ node_ready() {
 wait_for kwok 60 node_ready
 wait_for kube-controller-manager 60 api GET /api/v1/namespaces/default/serviceaccounts/default
 
+# --- Gateway API CRDs (optional) ---------------------------------------------------
+# The folder of the standard CRDs of a Gateway API release, from the Go module
+# cache: `go mod download` of an explicit module@version outside any module
+# touches no go.mod and is a no-op once cached. The tests install the CRDs
+# themselves; without them the HTTPRoute tests skip.
+gateway_api_version="${GATEWAY_API_VERSION:-v1.6.3}"
+gateway_crds=""
+if gw_json="$(cd "$dir" && GOWORK=off GOFLAGS='' go mod download -json "sigs.k8s.io/gateway-api@$gateway_api_version" 2>/dev/null)"; then
+	gw_dir="$(printf '%s\n' "$gw_json" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",\{0,1\}$/\1/p')"
+	if [[ -n "$gw_dir" && -f "$gw_dir/config/crd/standard/gateway.networking.k8s.io_httproutes.yaml" ]]; then
+		gateway_crds="$gw_dir/config/crd/standard"
+	fi
+fi
+if [[ -z "$gateway_crds" ]]; then
+	log "Gateway API $gateway_api_version CRDs unavailable (go mod download sigs.k8s.io/gateway-api failed): HTTPRoute tests will skip"
+fi
+
 cat >"$dir/env" <<ENV
 OPSUITE_KUBECONFIG=$kubeconfig
 KUBECONFIG=$kubeconfig
 OPSUITE_KUBE_HARNESS_DIR=$dir
 ENV
+if [[ -n "$gateway_crds" ]]; then
+	printf 'OPSUITE_GATEWAY_API_CRDS=%s\n' "$gateway_crds" >>"$dir/env"
+fi
 log "ready in $((SECONDS - start))s: $server ($("$bin/kube-apiserver" --version))"
 printf '%s\n' "$kubeconfig"

@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
@@ -70,8 +71,17 @@ func RESTConfig(cfg Config) (*rest.Config, error) {
 // environment at a time).
 type Platform struct {
 	cs       kubernetes.Interface
+	dyn      dynamic.Interface // HTTPRoutes (Gateway API), which have no typed client here
 	log      *slog.Logger
 	histKeep int32
+
+	// disc remembers whether the cluster serves HTTPRoutes.
+	disc struct {
+		mu           sync.Mutex
+		groupVersion string
+		served       bool
+		at           time.Time
+	}
 
 	mu        sync.Mutex
 	informers map[string]*nsInformers // by namespace
@@ -109,6 +119,10 @@ func NewForConfig(ctx context.Context, rc *rest.Config, cfg Config, log *slog.Lo
 	if err != nil {
 		return nil, fmt.Errorf("kubernetes: new client for %s: %w", rc.Host, err)
 	}
+	dyn, err := dynamic.NewForConfig(rc)
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes: new dynamic client for %s: %w", rc.Host, err)
+	}
 	timeout := cfg.PingTimeout
 	if timeout <= 0 {
 		timeout = 5 * time.Second
@@ -124,7 +138,9 @@ func NewForConfig(ctx context.Context, rc *rest.Config, cfg Config, log *slog.Lo
 	if keep <= 0 {
 		keep = 10
 	}
-	return &Platform{cs: cs, log: log, histKeep: keep, informers: map[string]*nsInformers{}}, nil
+	p := &Platform{cs: cs, dyn: dyn, log: log, histKeep: keep, informers: map[string]*nsInformers{}}
+	p.disc.groupVersion = gatewayAPIVersion
+	return p, nil
 }
 
 // Name reports "kubernetes".

@@ -21,6 +21,7 @@ func TargetFor(app, env string, o *deployerv1.KubernetesOptions) Target {
 		NodeSelector:       o.GetNodeSelector(),
 		ServiceAccount:     o.GetServiceAccount(),
 		ImagePullSecrets:   o.GetImagePullSecrets(),
+		Gateway:            o.GetGateway(),
 	}
 	switch o.GetServiceType() {
 	case deployerv1.ServiceType_SERVICE_TYPE_LOAD_BALANCER:

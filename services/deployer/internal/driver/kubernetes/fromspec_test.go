@@ -34,11 +34,11 @@ func TestFromSpec(t *testing.T) {
 	if o.Replicas != 4 || o.MaxSurge.String() != "50%" || o.MaxUnavailable.IntValue() != 0 || o.ProgressDeadline != 45*time.Second {
 		t.Errorf("options = %+v surge %v unavailable %v", o, o.MaxSurge, o.MaxUnavailable)
 	}
-	tg := k8sdriver.TargetFor("shop", "prod", &deployerv1.KubernetesOptions{ServiceType: deployerv1.ServiceType_SERVICE_TYPE_LOAD_BALANCER, Namespace: "apps"})
-	if tg.ServiceType != k8sdriver.ServiceLoadBalancer || tg.Namespace != "apps" {
+	tg := k8sdriver.TargetFor("shop", "prod", &deployerv1.KubernetesOptions{ServiceType: deployerv1.ServiceType_SERVICE_TYPE_LOAD_BALANCER, Namespace: "apps", Gateway: "infra/public"})
+	if tg.ServiceType != k8sdriver.ServiceLoadBalancer || tg.Namespace != "apps" || tg.Gateway != "infra/public" {
 		t.Errorf("target = %+v", tg)
 	}
-	if d := k8sdriver.TargetFor("shop", "prod", nil); d.ServiceType != k8sdriver.ServiceClusterIP || d.Namespace != "" {
+	if d := k8sdriver.TargetFor("shop", "prod", nil); d.ServiceType != k8sdriver.ServiceClusterIP || d.Namespace != "" || d.Gateway != "" {
 		t.Errorf("default target = %+v", d)
 	}
 }

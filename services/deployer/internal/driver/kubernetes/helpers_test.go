@@ -142,6 +142,9 @@ func describe(st k8sdriver.Status) string {
 	if st.Service != nil {
 		fmt.Fprintf(&b, "service %s selector=%v active=%s; ", st.Service.Name, st.Service.Selector, st.Service.ActiveSlot)
 	}
+	if r := st.Route; r != nil {
+		fmt.Fprintf(&b, "httproute %s gateway=%s weights=%v accepted=%q; ", r.Name, r.Gateway, r.Weights, r.Accepted)
+	}
 	for _, d := range st.Deployments {
 		fmt.Fprintf(&b, "deploy %s rev=%d %d/%d ready %s; ", d.Name, d.Revision, d.Ready, d.Replicas, d.Progress)
 	}

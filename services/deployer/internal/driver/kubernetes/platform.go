@@ -59,6 +59,7 @@ func (p *Platform) prepare(ctx context.Context, t Target, w *Workload, o *Option
 	validateTarget(v, t)
 	if w != nil {
 		validateWorkload(v, w)
+		validateRouteWorkload(v, t, w)
 	}
 	if o != nil {
 		validateOptions(v, *o)
@@ -81,6 +82,7 @@ func (p *Platform) Check(ctx context.Context, t Target, w Workload, o Options) e
 	v := validation.New("kubernetes deployment")
 	validateTarget(v, t)
 	validateWorkload(v, &w)
+	validateRouteWorkload(v, t, &w)
 	validateOptions(v, o)
 	if err := invalid(v); err != nil {
 		return err
@@ -120,10 +122,10 @@ func (p *Platform) ensureNamespace(ctx context.Context, t Target, create bool) e
 }
 
 // checkClashes refuses to go on when an object the deployer does not own
-// has one of its names, or when selectors overlap: a foreign Deployment,
-// ReplicaSet or pod the deployer's Deployments would adopt or its Service
-// would send traffic to, or a foreign Deployment or Service selecting the
-// deployer's pods.
+// has one of its names (with a Gateway, also the slot Services and the
+// HTTPRoute), or when selectors overlap: a foreign Deployment, ReplicaSet
+// or pod the deployer's Deployments would adopt or its Service would send
+// traffic to, or a foreign Deployment selecting the deployer's pods.
 func (p *Platform) checkClashes(ctx context.Context, t Target) error {
 	ns := t.namespace()
 	mine := map[string]bool{t.deploymentName(SlotBlue): true, t.deploymentName(SlotGreen): true}
@@ -184,7 +186,7 @@ func (p *Platform) checkClashes(ctx context.Context, t Target) error {
 			return &notOwnedError{"pod", ns, pod.Name, "carries this environment's labels but no ReplicaSet of the deployer controls it"}
 		}
 	}
-	return nil
+	return p.checkRouteClashes(ctx, t)
 }
 
 // activeSlot is the slot the Service selects, or "" before the first
@@ -294,24 +296,61 @@ func (p *Platform) scaleSlot(ctx context.Context, t Target, slot string, replica
 }
 
 // route points the Service at slot ("" for both slots) in one apply: the
-// selector changes atomically for every endpoint at once.
-func (p *Platform) route(ctx context.Context, t Target, slot, active string) error {
+// selector changes atomically for every endpoint at once. With a Gateway
+// on a cluster serving HTTPRoutes, the HTTPRoute's backend weights change
+// first: all on slot, or, for both slots, weight percent on the canary
+// (the slot that is not active) and the rest on active. Without one, an
+// HTTPRoute left from an earlier Gateway setting is removed.
+func (p *Platform) route(ctx context.Context, t Target, slot, active string, weight int32) error {
 	d, err := p.getDeployment(ctx, t, active)
 	if err != nil {
 		return err
 	}
-	var ports []corev1.ContainerPort
-	if d != nil {
-		for _, c := range d.Spec.Template.Spec.Containers {
-			if c.Name == containerName {
-				ports = c.Ports
-			}
+	ports := containerPorts(d)
+	on, err := p.routed(ctx, t)
+	if err != nil {
+		return err
+	}
+	switch {
+	case on:
+		// Each slot Service fronts its own slot's pods, with their ports.
+		idle, err := p.getDeployment(ctx, t, otherSlot(active))
+		if err != nil {
+			return err
+		}
+		bySlot := map[string][]corev1.ContainerPort{active: ports, otherSlot(active): containerPorts(idle)}
+		if idle == nil {
+			bySlot[otherSlot(active)] = ports
+		}
+		if err := p.applyRoute(ctx, t, bySlot, routeWeights(slot, active, weight)); err != nil {
+			return err
+		}
+	default:
+		if t.Gateway != "" && slot == "" {
+			p.log.Info("gateway set but the cluster serves no "+gatewayAPIVersion+" HTTPRoutes: the canary splits traffic by replica ratio",
+				"namespace", t.namespace(), "gateway", t.Gateway)
+		}
+		if err := p.dropRoute(ctx, t); err != nil {
+			return err
 		}
 	}
 	if _, err := p.cs.CoreV1().Services(t.namespace()).Apply(ctx, t.serviceApply(slot, ports, active), p.applyOpts()); err != nil {
 		return apiErr("apply service "+t.serviceName(), err)
 	}
 	p.log.Info("service routed", "namespace", t.namespace(), "service", t.serviceName(), "slot", slot, "active", active)
+	return nil
+}
+
+// containerPorts are the ports of the app container of d (nil for none).
+func containerPorts(d *appsv1.Deployment) []corev1.ContainerPort {
+	if d == nil {
+		return nil
+	}
+	for _, c := range d.Spec.Template.Spec.Containers {
+		if c.Name == containerName {
+			return c.Ports
+		}
+	}
 	return nil
 }
 
@@ -337,13 +376,13 @@ func (p *Platform) Rolling(ctx context.Context, t Target, w Workload, o Options)
 	if err := p.applyDeployment(ctx, t, slot, &w, o.Replicas, o); err != nil {
 		if errors.Is(err, ErrProgressDeadline) {
 			// Serve what is ready meanwhile.
-			if rerr := p.route(ctx, t, slot, slot); rerr != nil {
+			if rerr := p.route(ctx, t, slot, slot, 0); rerr != nil {
 				p.log.Warn("route after failed rollout", "err", rerr)
 			}
 		}
 		return err
 	}
-	if err := p.route(ctx, t, slot, slot); err != nil {
+	if err := p.route(ctx, t, slot, slot, 0); err != nil {
 		return err
 	}
 	// A blue-green or canary before may have left the other slot scaled.
@@ -458,7 +497,8 @@ func (p *Platform) slotOf(ctx context.Context, t Target, revision int64) (string
 }
 
 // Switch points the Service at the slot running revision, in one atomic
-// selector change. The other slot keeps running (instant switch back)
+// selector change (with a Gateway, the HTTPRoute's weights too: 100 on
+// that slot). The other slot keeps running (instant switch back)
 // until Retire.
 func (p *Platform) Switch(ctx context.Context, t Target, revision int64) error {
 	if err := p.prepare(ctx, t, nil, nil); err != nil {
@@ -476,7 +516,7 @@ func (p *Platform) Switch(ctx context.Context, t Target, revision int64) error {
 		return fmt.Errorf("kubernetes: switch %s/%s to revision %d: %d of %d pods available: %w",
 			t.App, t.Environment, revision, d.Status.AvailableReplicas, want, ErrNotReady)
 	}
-	return p.route(ctx, t, slot, slot)
+	return p.route(ctx, t, slot, slot, 0)
 }
 
 // ErrNotReady: a switch was asked to a revision whose pods are not all
@@ -523,9 +563,13 @@ func CanaryReplicas(total, weight int32) (canary, stable int32) {
 
 // Canary runs w on the idle slot with the share of o.Replicas that weight
 // asks for and the stable slot with the rest; the Service selects both, so
-// traffic splits by replica ratio. Weight 100 promotes: the canary slot at
-// full size, the Service narrowed to it, the stable slot scaled to zero.
-// Weight 0 is an abort: the stable slot at full size and only it served.
+// traffic splits by replica ratio. With a Gateway on a cluster serving
+// HTTPRoutes, the HTTPRoute sends exactly weight percent to the canary's
+// slot Service and the rest to the stable one, while the replicas still
+// split by ratio (capacity follows traffic). Weight 100 promotes: the
+// canary slot at full size, the Service narrowed (and the HTTPRoute
+// weighted 100) to it, the stable slot scaled to zero. Weight 0 is an
+// abort: the stable slot at full size and only it served.
 func (p *Platform) Canary(ctx context.Context, t Target, w Workload, weight int32, o Options) error {
 	if err := p.prepare(ctx, t, &w, &o); err != nil {
 		return err
@@ -555,15 +599,15 @@ func (p *Platform) Canary(ctx context.Context, t Target, w Workload, weight int3
 	}
 	switch weight {
 	case 100:
-		if err := p.route(ctx, t, cslot, cslot); err != nil {
+		if err := p.route(ctx, t, cslot, cslot, 0); err != nil {
 			return err
 		}
 	case 0:
-		if err := p.route(ctx, t, stable, stable); err != nil {
+		if err := p.route(ctx, t, stable, stable, 0); err != nil {
 			return err
 		}
 	default:
-		if err := p.route(ctx, t, "", stable); err != nil {
+		if err := p.route(ctx, t, "", stable, weight); err != nil {
 			return err
 		}
 	}
@@ -571,8 +615,8 @@ func (p *Platform) Canary(ctx context.Context, t Target, w Workload, weight int3
 }
 
 // Abort gives all traffic back to the slot running stableRevision at once
-// (Service selector), brings it to o.Replicas, then scales the other slot
-// to zero. It is the rollback of blue-green and canary: no steps replayed.
+// (Service selector and, with a Gateway, HTTPRoute weight 100), brings it
+// to o.Replicas, then scales the other slot to zero. It is the rollback of blue-green and canary: no steps replayed.
 func (p *Platform) Abort(ctx context.Context, t Target, stableRevision int64, o Options) error {
 	if err := p.prepare(ctx, t, nil, &o); err != nil {
 		return err
@@ -581,7 +625,7 @@ func (p *Platform) Abort(ctx context.Context, t Target, stableRevision int64, o 
 	if err != nil {
 		return err
 	}
-	if err := p.route(ctx, t, slot, slot); err != nil {
+	if err := p.route(ctx, t, slot, slot, 0); err != nil {
 		return err
 	}
 	if err := p.scaleSlot(ctx, t, slot, o.Replicas, true); err != nil {
@@ -611,7 +655,8 @@ func (p *Platform) Scale(ctx context.Context, t Target, replicas int32) error {
 }
 
 // Delete removes everything the deployer created for the environment: the
-// Service and both Deployments (their ReplicaSets and pods go with them
+// HTTPRoute (when the cluster serves them), the Services and both
+// Deployments (their ReplicaSets and pods go with them
 // through owner references), then the namespace when the deployer created
 // it. It waits until the pods are gone (and the namespace, when deleted).
 // Objects without the deployer's labels are never touched.
@@ -648,6 +693,9 @@ func (p *Platform) Delete(ctx context.Context, t Target) error {
 			}
 		}
 		return nil
+	}
+	if err := p.deleteRoutes(ctx, t); err != nil {
+		return err
 	}
 	if err := del("services", func() ([]metav1.Object, error) {
 		l, err := p.cs.CoreV1().Services(ns).List(ctx, metav1.ListOptions{LabelSelector: sel})

@@ -68,6 +68,13 @@ type Target struct {
 	NodeSelector       map[string]string
 	ServiceAccount     string
 	ImagePullSecrets   []string
+	// Gateway is the Gateway API Gateway ("namespace/name") the
+	// environment's HTTPRoute attaches to. When set and the cluster serves
+	// gateway.networking.k8s.io/v1 HTTPRoutes, a canary splits traffic by
+	// exact HTTPRoute backend weights between per-slot Services; otherwise
+	// (empty, or no Gateway API CRDs) by the replica ratio behind the one
+	// Service.
+	Gateway string
 }
 
 func (t Target) namespace() string {
@@ -209,6 +216,7 @@ func validateTarget(v *validation.Error, t Target) {
 			v.Add("image_pull_secrets["+strconv.Itoa(i)+"]", "%q: %s", s, msg)
 		}
 	}
+	validateGateway(v, t.Gateway)
 }
 
 func checkLabels(v *validation.Error, field string, m map[string]string, reserved bool) {
@@ -482,13 +490,7 @@ func (t Target) serviceApply(slot string, ports []corev1.ContainerPort, activeSl
 		typ = corev1.ServiceType(t.ServiceType)
 	}
 	spec := corev1ac.ServiceSpec().WithType(typ).WithSelector(sel)
-	for _, cp := range ports {
-		sp := corev1ac.ServicePort().WithPort(cp.ContainerPort).WithProtocol(cp.Protocol)
-		if cp.Name != "" {
-			sp.WithName(cp.Name).WithTargetPort(intstr.FromString(cp.Name))
-		} else {
-			sp.WithName("port-" + strconv.Itoa(int(cp.ContainerPort))).WithTargetPort(intstr.FromInt32(cp.ContainerPort))
-		}
+	for _, sp := range servicePorts(ports) {
 		spec.WithPorts(sp)
 	}
 	ann := maps.Clone(t.ServiceAnnotations)
@@ -500,4 +502,20 @@ func (t Target) serviceApply(slot string, ports []corev1.ContainerPort, activeSl
 		WithLabels(t.selector()).
 		WithAnnotations(ann).
 		WithSpec(spec)
+}
+
+// servicePorts are the Service ports of the container's ports: the same
+// numbers, targeting the container port by name when it has one.
+func servicePorts(ports []corev1.ContainerPort) []*corev1ac.ServicePortApplyConfiguration {
+	out := make([]*corev1ac.ServicePortApplyConfiguration, 0, len(ports))
+	for _, cp := range ports {
+		sp := corev1ac.ServicePort().WithPort(cp.ContainerPort).WithProtocol(cp.Protocol)
+		if cp.Name != "" {
+			sp.WithName(cp.Name).WithTargetPort(intstr.FromString(cp.Name))
+		} else {
+			sp.WithName("port-" + strconv.Itoa(int(cp.ContainerPort))).WithTargetPort(intstr.FromInt32(cp.ContainerPort))
+		}
+		out = append(out, sp)
+	}
+	return out
 }

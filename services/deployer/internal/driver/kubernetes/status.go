@@ -6,13 +6,16 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/client-go/dynamic/dynamicinformer"
 	"k8s.io/client-go/informers"
 	appslisters "k8s.io/client-go/listers/apps/v1"
 	corelisters "k8s.io/client-go/listers/core/v1"
@@ -33,11 +36,46 @@ type nsInformers struct {
 	changed  chan struct{} // closed and replaced on every event
 	mu       chan struct{} // 1-slot lock for changed
 	done     chan struct{}
+	handler  cache.ResourceEventHandler
+	// routes watches HTTPRoutes; started (under Platform.mu) by the first
+	// Status or Changes of an environment with a Gateway on a cluster
+	// serving them.
+	routes *routeInformer
+}
+
+// routeInformer is the watch of a namespace's HTTPRoutes (dynamic: the
+// Gateway API has no typed client here).
+type routeInformer struct {
+	factory dynamicinformer.DynamicSharedInformerFactory
+	lister  cache.GenericNamespaceLister
+	synced  cache.InformerSynced
+
+	mu     sync.Mutex
+	err    error         // last list/watch error
+	failed chan struct{} // closed at the first list/watch error
+}
+
+func (r *routeInformer) fail(err error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.err == nil {
+		close(r.failed)
+	}
+	r.err = err
+}
+
+func (r *routeInformer) failures() (failed <-chan struct{}, last error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.failed, r.err
 }
 
 func (n *nsInformers) stop() {
 	close(n.done)
 	n.factory.Shutdown()
+	if n.routes != nil {
+		n.routes.factory.Shutdown()
+	}
 }
 
 func (n *nsInformers) notify() {
@@ -79,6 +117,7 @@ func (p *Platform) watchNamespace(ctx context.Context, ns string) (*nsInformers,
 			UpdateFunc: func(any, any) { n.notify() },
 			DeleteFunc: func(any) { n.notify() },
 		}
+		n.handler = h
 		pi, di, si := f.Core().V1().Pods(), f.Apps().V1().Deployments(), f.Core().V1().Services()
 		for _, inf := range []cache.SharedIndexInformer{pi.Informer(), di.Informer(), si.Informer()} {
 			if _, err := inf.AddEventHandler(h); err != nil {
@@ -96,6 +135,79 @@ func (p *Platform) watchNamespace(ctx context.Context, ns string) (*nsInformers,
 		return nil, fmt.Errorf("kubernetes: watch namespace %s: caches not synced: %w", ns, context.Cause(ctx))
 	}
 	return n, nil
+}
+
+// watchRoutes starts (once) the HTTPRoute informer of ns and waits until
+// its cache holds the current state. When listing fails (e.g. the
+// deployer's RBAC lacks httproutes) it returns that error rather than
+// waiting for ctx; the informer keeps retrying in the background.
+func (p *Platform) watchRoutes(ctx context.Context, ns string, n *nsInformers) (*routeInformer, error) {
+	p.mu.Lock()
+	if p.closed || p.informers[ns] != n {
+		p.mu.Unlock()
+		return nil, fmt.Errorf("kubernetes: watch httproutes of %s: platform closed or namespace forgotten", ns)
+	}
+	r := n.routes
+	if r == nil {
+		f := dynamicinformer.NewFilteredDynamicSharedInformerFactory(p.dyn, 0, ns, func(o *metav1.ListOptions) {
+			o.LabelSelector = labels.SelectorFromSet(labels.Set{driver.LabelManagedBy: driver.ManagedByValue}).String()
+		})
+		gi := f.ForResource(httpRouteGVR)
+		inf := gi.Informer()
+		r = &routeInformer{factory: f, lister: gi.Lister().ByNamespace(ns), synced: inf.HasSynced, failed: make(chan struct{})}
+		if _, err := inf.AddEventHandler(n.handler); err != nil {
+			p.mu.Unlock()
+			return nil, fmt.Errorf("kubernetes: watch httproutes of %s: %w", ns, err)
+		}
+		if err := inf.SetWatchErrorHandlerWithContext(func(_ context.Context, _ *cache.Reflector, err error) {
+			r.fail(err)
+			p.log.Warn("watch httproutes", "namespace", ns, "err", err)
+		}); err != nil {
+			p.mu.Unlock()
+			return nil, fmt.Errorf("kubernetes: watch httproutes of %s: %w", ns, err)
+		}
+		f.Start(n.done)
+		n.routes = r
+	}
+	p.mu.Unlock()
+	if r.synced() {
+		return r, nil
+	}
+	failed, _ := r.failures()
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-failed:
+			cancel()
+		case <-wctx.Done():
+		}
+	}()
+	if !cache.WaitForCacheSync(wctx.Done(), r.synced) {
+		if _, err := r.failures(); err != nil {
+			return nil, apiErr("watch httproutes of "+ns, err)
+		}
+		return nil, fmt.Errorf("kubernetes: watch httproutes of %s: cache not synced: %w", ns, context.Cause(ctx))
+	}
+	return r, nil
+}
+
+// watch starts the watches Status and Changes of t read: the namespace's,
+// and its HTTPRoutes' when t is routed by a Gateway.
+func (p *Platform) watch(ctx context.Context, t Target) (*nsInformers, *routeInformer, error) {
+	n, err := p.watchNamespace(ctx, t.namespace())
+	if err != nil {
+		return nil, nil, err
+	}
+	on, err := p.routed(ctx, t)
+	if err != nil || !on {
+		return n, nil, err
+	}
+	r, err := p.watchRoutes(ctx, t.namespace(), n)
+	if err != nil {
+		return nil, nil, err
+	}
+	return n, r, nil
 }
 
 func (p *Platform) forgetNamespace(ns string) {
@@ -153,8 +265,11 @@ type ServiceStatus struct {
 
 // Status is an application environment as the informers see it.
 type Status struct {
-	Namespace   string
-	Service     *ServiceStatus
+	Namespace string
+	Service   *ServiceStatus
+	// Route is the HTTPRoute of an environment with a Gateway on a cluster
+	// serving HTTPRoutes, once written; else nil.
+	Route       *RouteStatus
 	Deployments []DeploymentStatus
 	Pods        []PodStatus
 	// ServingRevisions are the revisions of ready pods the Service selects.
@@ -169,17 +284,35 @@ func (p *Platform) Status(ctx context.Context, t Target) (Status, error) {
 	if err := invalid(v); err != nil {
 		return Status{}, err
 	}
-	n, err := p.watchNamespace(ctx, t.namespace())
+	n, r, err := p.watch(ctx, t)
 	if err != nil {
 		return Status{}, err
 	}
-	return n.status(t)
+	st, err := n.status(t)
+	if err != nil || r == nil {
+		return st, err
+	}
+	obj, err := r.lister.Get(t.routeName())
+	switch {
+	case apierrors.IsNotFound(err):
+	case err != nil:
+		return Status{}, fmt.Errorf("kubernetes: httproute %s/%s: %w", t.namespace(), t.routeName(), err)
+	default:
+		u, ok := obj.(*unstructured.Unstructured)
+		if !ok || !ours(u, t) {
+			break
+		}
+		if st.Route, err = t.routeStatusOf(u); err != nil {
+			return Status{}, err
+		}
+	}
+	return st, nil
 }
 
 // Changes returns a channel closed at the next change of any object of
 // the environment's namespace that the deployer manages.
 func (p *Platform) Changes(ctx context.Context, t Target) (<-chan struct{}, error) {
-	n, err := p.watchNamespace(ctx, t.namespace())
+	n, _, err := p.watch(ctx, t)
 	if err != nil {
 		return nil, err
 	}
