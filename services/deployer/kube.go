@@ -52,8 +52,18 @@ func (s *Service) checkKube(ctx context.Context, app, env string, rev int64, spe
 	if driverKindOf(spec) != kubernetes.Name || s.kube == nil {
 		return nil
 	}
+	if c := spec.GetDriver().GetKubernetes().GetContext(); c != "" && c != s.cfg.KubeContext {
+		return &fieldError{"spec.driver.kubernetes.context", fmt.Sprintf("context %q is not the deployer's: it runs against %s (--kube-context); leave it empty or name that one", c, kubeContextName(s.cfg.KubeContext))}
+	}
 	k := s.kubeExecutor(app, env, spec)
 	return k.p.Check(ctx, k.t, kubernetes.WorkloadFor(rev, spec), kubeOptions(spec, max(spec.GetReplicas(), 1)))
+}
+
+func kubeContextName(c string) string {
+	if c == "" {
+		return "its kubeconfig's current context"
+	}
+	return fmt.Sprintf("context %q", c)
 }
 
 // options are a step's Deployment options; without a rolling strategy a

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"os"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -350,6 +351,12 @@ func TestDeployerOnKubernetesRefusesBadInputAndForeignObjects(t *testing.T) {
 	_, err := s.client.CreateApplication(ctx, &deployerv1.CreateApplicationRequest{Application: &deployerv1.Application{Name: "bad-" + runID(), Spec: bad}})
 	if status.Code(err) != codes.InvalidArgument {
 		t.Fatalf("invalid namespace: %v, want InvalidArgument", err)
+	}
+	other := kubeSpec("v1", 1, nil)
+	other.GetDriver().GetKubernetes().Context = "some-other-cluster"
+	_, err = s.client.CreateApplication(ctx, &deployerv1.CreateApplicationRequest{Application: &deployerv1.Application{Name: "ctx-" + runID(), Spec: other}})
+	if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "some-other-cluster") {
+		t.Fatalf("a context the deployer does not use: %v, want InvalidArgument naming it", err)
 	}
 
 	// A namespace of the user's with a Service of theirs named as the
