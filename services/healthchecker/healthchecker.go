@@ -20,6 +20,7 @@ import (
 	eventsv1 "github.com/opsuite/opsuite/gen/opsuite/events/v1"
 	hcv1 "github.com/opsuite/opsuite/gen/opsuite/healthchecker/v1"
 	"github.com/opsuite/opsuite/pkg/eventbus"
+	"github.com/opsuite/opsuite/pkg/kvwatch"
 	"github.com/opsuite/opsuite/pkg/lease"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
@@ -188,7 +189,7 @@ func (s *Service) Run(ctx context.Context) error {
 	s.store = st
 	s.runCtx = ctx
 	s.mu.Unlock()
-	if err := s.loadInitial(ctx, w); err != nil {
+	if err := kvwatch.Initial(ctx, w, s.apply); err != nil {
 		return fmt.Errorf("healthchecker: %w", err)
 	}
 
@@ -197,7 +198,7 @@ func (s *Service) Run(ctx context.Context) error {
 	wg.Add(2)
 	go func() {
 		defer wg.Done()
-		s.follow(ctx, w)
+		kvwatch.Follow(ctx, w, s.apply)
 	}()
 	go func() {
 		defer wg.Done()

@@ -122,42 +122,6 @@ func (s *Service) maybeStartLocked(t *target) {
 	}
 }
 
-// loadInitial mirrors the bucket's current content, up to the watcher's
-// end-of-initial-values marker.
-func (s *Service) loadInitial(ctx context.Context, w jetstream.KeyWatcher) error {
-	for {
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case e, ok := <-w.Updates():
-			if !ok {
-				return errors.New("watch of targets ended")
-			}
-			if e == nil {
-				return nil
-			}
-			s.apply(e)
-		}
-	}
-}
-
-// follow mirrors changes of the bucket until ctx ends.
-func (s *Service) follow(ctx context.Context, w jetstream.KeyWatcher) {
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case e, ok := <-w.Updates():
-			if !ok {
-				return
-			}
-			if e != nil {
-				s.apply(e)
-			}
-		}
-	}
-}
-
 // apply mirrors one change of the bucket: a target created, changed or
 // removed (by any replica), or a new status written by the replica that
 // checks it.

@@ -25,6 +25,7 @@ import (
 	monitorv1 "github.com/opsuite/opsuite/gen/opsuite/monitor/v1"
 	pb "github.com/opsuite/opsuite/gen/opsuite/pipelinerunner/v1"
 	"github.com/opsuite/opsuite/pkg/eventbus"
+	"github.com/opsuite/opsuite/pkg/kvwatch"
 	"github.com/opsuite/opsuite/pkg/lease"
 	"github.com/opsuite/opsuite/services/pipelinerunner/internal/engine"
 	"github.com/opsuite/opsuite/services/pipelinerunner/internal/executor"
@@ -271,7 +272,7 @@ func (s *Service) Run(ctx context.Context) error {
 	s.store, s.engine, s.runCtx, s.executors = st, eng, ctx, execs
 	s.mu.Unlock()
 
-	if err := s.index.load(ctx, runs); err != nil {
+	if err := kvwatch.Initial(ctx, runs, s.index.apply); err != nil {
 		return fmt.Errorf("pipelinerunner: resume runs: %w", err)
 	}
 	s.adoptOrphans(ctx)
@@ -283,7 +284,7 @@ func (s *Service) Run(ctx context.Context) error {
 	}()
 	go func() {
 		defer s.wg.Done()
-		s.index.follow(ctx, runs)
+		kvwatch.Follow(ctx, runs, s.index.apply)
 	}()
 	go func() {
 		defer s.wg.Done()

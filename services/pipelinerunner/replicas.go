@@ -17,7 +17,6 @@ package pipelinerunner
 
 import (
 	"context"
-	"errors"
 	"sync"
 	"time"
 
@@ -64,41 +63,6 @@ func (x *runIndex) apply(e jetstream.KeyValueEntry) {
 		return
 	}
 	x.runs[e.Key()] = indexedRun{id: run.GetId(), pipeline: run.GetPipeline(), state: run.GetState()}
-}
-
-// load mirrors the current records, up to the watcher's marker.
-func (x *runIndex) load(ctx context.Context, w jetstream.KeyWatcher) error {
-	for {
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case e, ok := <-w.Updates():
-			if !ok {
-				return errors.New("watch of runs ended")
-			}
-			if e == nil {
-				return nil
-			}
-			x.apply(e)
-		}
-	}
-}
-
-// follow mirrors changes until ctx ends.
-func (x *runIndex) follow(ctx context.Context, w jetstream.KeyWatcher) {
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case e, ok := <-w.Updates():
-			if !ok {
-				return
-			}
-			if e != nil {
-				x.apply(e)
-			}
-		}
-	}
 }
 
 func (x *runIndex) snapshot() []indexedRun {
