@@ -22,6 +22,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 	gatewayv1 "github.com/opsuite/opsuite/gen/opsuite/gateway/v1"
+	"github.com/opsuite/opsuite/pkg/kvwatch"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
@@ -65,7 +66,6 @@ type Store struct {
 	mu     sync.RWMutex
 	byHash map[string]*gatewayv1.Token
 	byName map[string]*gatewayv1.Token
-	ready  chan struct{}
 }
 
 // Open creates or opens the bucket and starts following it until ctx ends.
@@ -74,40 +74,28 @@ func Open(ctx context.Context, js jetstream.JetStream, replicas int) (*Store, er
 	if err != nil {
 		return nil, fmt.Errorf("auth: open bucket %s: %w", Bucket, err)
 	}
-	s := &Store{kv: kv, byHash: map[string]*gatewayv1.Token{}, byName: map[string]*gatewayv1.Token{}, ready: make(chan struct{})}
-	w, err := kv.WatchAll(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("auth: watch bucket %s: %w", Bucket, err)
+	s := &Store{kv: kv, byHash: map[string]*gatewayv1.Token{}, byName: map[string]*gatewayv1.Token{}}
+	type loaded struct {
+		m   *kvwatch.Mirror
+		err error
 	}
-	go s.follow(ctx, w)
+	done := make(chan loaded, 1)
+	go func() {
+		m, err := kvwatch.StartMirror(ctx, kv, s.apply, kvwatch.MirrorConfig{})
+		done <- loaded{m, err}
+	}()
 	select {
-	case <-s.ready:
+	case l := <-done:
+		if l.err != nil {
+			return nil, fmt.Errorf("auth: %w", l.err)
+		}
+		go l.m.Run(ctx)
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	case <-time.After(10 * time.Second):
 		return nil, errors.New("auth: token bucket did not load within 10s")
 	}
 	return s, nil
-}
-
-func (s *Store) follow(ctx context.Context, w jetstream.KeyWatcher) {
-	defer func() { _ = w.Stop() }()
-	readyOnce := sync.OnceFunc(func() { close(s.ready) })
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case e, ok := <-w.Updates():
-			if !ok {
-				return
-			}
-			if e == nil { // end of the initial values
-				readyOnce()
-				continue
-			}
-			s.apply(e)
-		}
-	}
 }
 
 func (s *Store) apply(e jetstream.KeyValueEntry) {

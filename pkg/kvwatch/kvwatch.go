@@ -32,21 +32,3 @@ func Initial(ctx context.Context, w jetstream.KeyWatcher, apply func(jetstream.K
 		}
 	}
 }
-
-// Follow hands every later change to apply until ctx ends or the watcher
-// closes.
-func Follow(ctx context.Context, w jetstream.KeyWatcher, apply func(jetstream.KeyValueEntry)) {
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case e, ok := <-w.Updates():
-			if !ok {
-				return
-			}
-			if e != nil {
-				apply(e)
-			}
-		}
-	}
-}

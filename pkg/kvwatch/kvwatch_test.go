@@ -35,7 +35,10 @@ func (m *mirror) get(k string) (string, bool) {
 	return v, ok
 }
 
-func TestInitialThenFollow(t *testing.T) {
+// bucket is a new KV bucket on an embedded NATS server, its JetStream
+// handle, and a context for the test.
+func bucket(t *testing.T) (context.Context, jetstream.JetStream, jetstream.KeyValue) {
+	t.Helper()
 	srv := natstest.Start(t, "")
 	nc, err := srv.Connect("kvwatch-test")
 	if err != nil {
@@ -47,11 +50,28 @@ func TestInitialThenFollow(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
+	t.Cleanup(cancel)
 	kv, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "kvwatch_test"})
 	if err != nil {
 		t.Fatal(err)
 	}
+	return ctx, js, kv
+}
+
+// waitFor polls cond for up to 10 s.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestMirrorLoadsThenFollows(t *testing.T) {
+	ctx, _, kv := bucket(t)
 	for _, k := range []string{"a", "b", "c"} {
 		if _, err := kv.PutString(ctx, k, "v-"+k); err != nil {
 			t.Fatal(err)
@@ -60,24 +80,22 @@ func TestInitialThenFollow(t *testing.T) {
 	if err := kv.Delete(ctx, "c"); err != nil {
 		t.Fatal(err)
 	}
-	w, err := kv.WatchAll(ctx)
+	m := &mirror{m: map[string]string{}}
+	mi, err := kvwatch.StartMirror(ctx, kv, m.apply, kvwatch.MirrorConfig{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer func() { _ = w.Stop() }()
-
-	m := &mirror{m: map[string]string{}}
-	if err := kvwatch.Initial(ctx, w, m.apply); err != nil {
-		t.Fatal(err)
-	}
 	if len(m.m) != 2 || m.m["a"] != "v-a" || m.m["b"] != "v-b" {
-		t.Fatalf("after Initial: %v, want a and b", m.m)
+		t.Fatalf("after StartMirror: %v, want a and b", m.m)
+	}
+	if mi.Applied() != 4 {
+		t.Fatalf("Applied = %d after the initial values, want 4 (the delete of c)", mi.Applied())
 	}
 
-	followCtx, stop := context.WithCancel(ctx)
+	runCtx, stop := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() {
-		kvwatch.Follow(followCtx, w, m.apply)
+		mi.Run(runCtx)
 		close(done)
 	}()
 	if _, err := kv.PutString(ctx, "d", "v-d"); err != nil {
@@ -86,42 +104,141 @@ func TestInitialThenFollow(t *testing.T) {
 	if err := kv.Delete(ctx, "a"); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	waitFor(t, "the put of d and the delete of a", func() bool {
 		_, hasA := m.get("a")
-		if d, _ := m.get("d"); d == "v-d" && !hasA {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("Follow did not mirror the put and the delete: %v", m.m)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		d, _ := m.get("d")
+		return d == "v-d" && !hasA
+	})
 	stop()
 	select {
 	case <-done:
 	case <-time.After(5 * time.Second):
-		t.Fatal("Follow did not return when its context ended")
+		t.Fatal("Run did not return when its context ended")
+	}
+	if n := mi.Restarts(); n != 0 {
+		t.Fatalf("a healthy watch was restarted %d times", n)
+	}
+}
+
+// A watch whose consumer vanished (as when the NATS server holding it goes
+// away in a cluster) is replaced well before the client library's own
+// heartbeat check would notice, and nothing is applied twice or skipped.
+func TestMirrorReplacesAStalledWatch(t *testing.T) {
+	ctx, js, kv := bucket(t)
+	var (
+		mu   sync.Mutex
+		revs []uint64
+	)
+	m := &mirror{m: map[string]string{}}
+	apply := func(e jetstream.KeyValueEntry) {
+		mu.Lock()
+		revs = append(revs, e.Revision())
+		mu.Unlock()
+		m.apply(e)
+	}
+	if _, err := kv.PutString(ctx, "a", "1"); err != nil {
+		t.Fatal(err)
+	}
+	mi, err := kvwatch.StartMirror(ctx, kv, apply, kvwatch.MirrorConfig{StallCheck: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go mi.Run(ctx)
+
+	// Lose the watch's consumer, then write.
+	stream, err := js.Stream(ctx, "KV_kvwatch_test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := stream.ConsumerNames(ctx)
+	var lost int
+	for name := range names.Name() {
+		if err := stream.DeleteConsumer(ctx, name); err != nil {
+			t.Fatal(err)
+		}
+		lost++
+	}
+	if lost == 0 {
+		t.Fatal("the mirror's watch has no consumer to lose")
+	}
+	for _, v := range []string{"2", "3"} {
+		if _, err := kv.PutString(ctx, "a", v); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := kv.PutString(ctx, "b"+v, v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "the writes after the consumer was lost", func() bool {
+		a, _ := m.get("a")
+		b, _ := m.get("b3")
+		return a == "3" && b == "3"
+	})
+	if mi.Restarts() == 0 {
+		t.Fatal("the writes arrived without a restart; the test lost nothing")
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for i := 1; i < len(revs); i++ {
+		if revs[i] <= revs[i-1] {
+			t.Fatalf("revisions applied out of order or twice: %v", revs)
+		}
+	}
+	if b2, _ := m.get("b2"); b2 != "2" {
+		t.Fatalf("b2 = %q after the restart, want 2 (revisions applied: %v)", b2, revs)
+	}
+}
+
+// A bucket whose last revision no longer exists (its message expired or
+// was purged) does not make the mirror restart forever.
+func TestMirrorSettlesWhenTheLastRevisionIsGone(t *testing.T) {
+	ctx, js, kv := bucket(t)
+	m := &mirror{m: map[string]string{}}
+	mi, err := kvwatch.StartMirror(ctx, kv, m.apply, kvwatch.MirrorConfig{StallCheck: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go mi.Run(ctx)
+	if _, err := kv.PutString(ctx, "a", "1"); err != nil {
+		t.Fatal(err)
+	}
+	rev, err := kv.PutString(ctx, "b", "1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "both puts", func() bool { return mi.Applied() == rev })
+	// Remove the newest message from under the bucket, then stall the
+	// watch: the replacement finds nothing after the last applied
+	// revision and must settle.
+	stream, err := js.Stream(ctx, "KV_kvwatch_test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stream.Purge(ctx, jetstream.WithPurgeSubject("$KV.kvwatch_test.b")); err != nil {
+		t.Fatal(err)
+	}
+	names := stream.ConsumerNames(ctx)
+	for name := range names.Name() {
+		if err := stream.DeleteConsumer(ctx, name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := kv.PutString(ctx, "c", "1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := stream.Purge(ctx, jetstream.WithPurgeSubject("$KV.kvwatch_test.c")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the mirror to settle at the bucket's last revision", func() bool { return mi.Applied() == rev+1 })
+	settled := mi.Restarts()
+	time.Sleep(500 * time.Millisecond) // ten stall checks
+	if n := mi.Restarts(); n != settled {
+		t.Fatalf("restarts went from %d to %d on a bucket with nothing new", settled, n)
 	}
 }
 
 func TestInitialEndsWithTheWatcherOrContext(t *testing.T) {
-	srv := natstest.Start(t, "")
-	nc, err := srv.Connect("kvwatch-test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	kv, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "kvwatch_end"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	ctx, _, kv := bucket(t)
 	w, err := kv.WatchAll(ctx, jetstream.UpdatesOnly())
 	if err != nil {
 		t.Fatal(err)

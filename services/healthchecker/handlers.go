@@ -55,13 +55,14 @@ func (s *Service) create(ctx context.Context, in *hcv1.Target) (*hcv1.Target, er
 	if err != nil {
 		return nil, err
 	}
+	// Answer with what this replica's mirror holds once it has caught up;
+	// the record is durable either way, so a mirror that lags (a NATS
+	// server lost under its watch) answers with what was stored.
 	s.waitRevision(ctx, rev)
-	t, err := s.lookup(spec.GetName())
-	if err != nil {
-		_ = s.store.delete(ctx, spec.GetName())
-		return nil, fmt.Errorf("target %s stored but not loaded (see the log): %w", spec.GetName(), err)
+	view := stored
+	if t, err := s.lookup(spec.GetName()); err == nil {
+		view = t.view()
 	}
-	view := t.view()
 	s.publishRegistered(ctx, view)
 	s.log.Info("target created", "target", spec.GetName(), "group", spec.GetGroup(), "kind", checkKind(spec))
 	return view, nil

@@ -180,16 +180,12 @@ func (s *Service) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("healthchecker: %w", err)
 	}
-	w, err := st.kv.WatchAll(ctx)
-	if err != nil {
-		return fmt.Errorf("healthchecker: watch targets: %w", err)
-	}
-	defer func() { _ = w.Stop() }()
 	s.mu.Lock()
 	s.store = st
 	s.runCtx = ctx
 	s.mu.Unlock()
-	if err := kvwatch.Initial(ctx, w, s.apply); err != nil {
+	targets, err := kvwatch.StartMirror(ctx, st.kv, s.apply, kvwatch.MirrorConfig{Log: s.log})
+	if err != nil {
 		return fmt.Errorf("healthchecker: %w", err)
 	}
 
@@ -198,7 +194,7 @@ func (s *Service) Run(ctx context.Context) error {
 	wg.Add(2)
 	go func() {
 		defer wg.Done()
-		kvwatch.Follow(ctx, w, s.apply)
+		targets.Run(ctx)
 	}()
 	go func() {
 		defer wg.Done()

@@ -25,7 +25,6 @@ import (
 	monitorv1 "github.com/opsuite/opsuite/gen/opsuite/monitor/v1"
 	pb "github.com/opsuite/opsuite/gen/opsuite/pipelinerunner/v1"
 	"github.com/opsuite/opsuite/pkg/eventbus"
-	"github.com/opsuite/opsuite/pkg/kvwatch"
 	"github.com/opsuite/opsuite/pkg/lease"
 	"github.com/opsuite/opsuite/services/pipelinerunner/internal/engine"
 	"github.com/opsuite/opsuite/services/pipelinerunner/internal/executor"
@@ -239,11 +238,6 @@ func (s *Service) Run(ctx context.Context) error {
 		return fmt.Errorf("pipelinerunner: %w", err)
 	}
 	s.leases = leases
-	runs, err := st.WatchRuns(ctx)
-	if err != nil {
-		return fmt.Errorf("pipelinerunner: %w", err)
-	}
-	defer func() { _ = runs.Stop() }()
 	cancels, err := s.nc.Subscribe(cancelSubject, s.serveCancel)
 	if err != nil {
 		return fmt.Errorf("pipelinerunner: answer cancel requests: %w", err)
@@ -272,7 +266,8 @@ func (s *Service) Run(ctx context.Context) error {
 	s.store, s.engine, s.runCtx, s.executors = st, eng, ctx, execs
 	s.mu.Unlock()
 
-	if err := kvwatch.Initial(ctx, runs, s.index.apply); err != nil {
+	runs, err := st.MirrorRuns(ctx, s.index.apply, s.log)
+	if err != nil {
 		return fmt.Errorf("pipelinerunner: resume runs: %w", err)
 	}
 	s.adoptOrphans(ctx)
@@ -284,7 +279,7 @@ func (s *Service) Run(ctx context.Context) error {
 	}()
 	go func() {
 		defer s.wg.Done()
-		kvwatch.Follow(ctx, runs, s.index.apply)
+		runs.Run(ctx)
 	}()
 	go func() {
 		defer s.wg.Done()

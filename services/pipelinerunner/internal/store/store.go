@@ -8,7 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/opsuite/opsuite/pkg/kvproto"
+	"log/slog"
 	"strconv"
 	"strings"
 	"time"
@@ -16,6 +16,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	pb "github.com/opsuite/opsuite/gen/opsuite/pipelinerunner/v1"
+	"github.com/opsuite/opsuite/pkg/kvproto"
+	"github.com/opsuite/opsuite/pkg/kvwatch"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -272,15 +274,15 @@ func (s *Store) WatchRun(ctx context.Context, id string) (jetstream.KeyWatcher, 
 	return w, nil
 }
 
-// WatchRuns streams every run record as it changes, starting with the
-// current ones, then a nil entry; deletions come as entries whose
-// operation is not a put. RunFromEntry decodes a put.
-func (s *Store) WatchRuns(ctx context.Context) (jetstream.KeyWatcher, error) {
-	w, err := s.runs.WatchAll(ctx)
+// MirrorRuns hands every current run record to apply, then (once the
+// mirror runs) every change; deletions come as entries whose operation is
+// not a put. RunFromEntry decodes a put.
+func (s *Store) MirrorRuns(ctx context.Context, apply func(jetstream.KeyValueEntry), log *slog.Logger) (*kvwatch.Mirror, error) {
+	m, err := kvwatch.StartMirror(ctx, s.runs, apply, kvwatch.MirrorConfig{Log: log})
 	if err != nil {
-		return nil, fmt.Errorf("watch runs: %w", err)
+		return nil, fmt.Errorf("runs: %w", err)
 	}
-	return w, nil
+	return m, nil
 }
 
 // RunFromEntry decodes a run record from a watched entry.
