@@ -32,6 +32,7 @@ import (
 	"github.com/opsuite/opsuite/pkg/auth"
 	"github.com/opsuite/opsuite/pkg/eventbus"
 	"github.com/opsuite/opsuite/pkg/grpcserver"
+	"github.com/opsuite/opsuite/pkg/lease"
 	"github.com/opsuite/opsuite/pkg/logship"
 	"github.com/opsuite/opsuite/pkg/natsembed"
 	"github.com/opsuite/opsuite/pkg/readiness"
@@ -477,7 +478,11 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, out io.Writer) error
 		if err != nil {
 			return err
 		}
-		mon, err := monitor.New(monitor.Config{DataDir: filepath.Join(dataDirOf(cfg), "monitor"), StoreReplicas: cfg.StoreReplicas}, monitor.Deps{
+		monReplica, err := replicaOf(cfg, true)
+		if err != nil {
+			return err
+		}
+		mon, err := monitor.New(monitor.Config{DataDir: filepath.Join(dataDirOf(cfg), "monitor"), ReplicaID: monReplica, StoreReplicas: cfg.StoreReplicas}, monitor.Deps{
 			Logger: serviceLog(monitor.Name), Registerer: reg, JetStream: js, Events: bus, Consumer: bus,
 		})
 		if err != nil {
@@ -495,7 +500,11 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, out io.Writer) error
 		if err != nil {
 			return err
 		}
-		la, err := logaggregator.New(logaggregator.Config{DataDir: filepath.Join(dataDirOf(cfg), "logaggregator"), StreamReplicas: cfg.StoreReplicas}, logaggregator.Deps{
+		laReplica, err := replicaOf(cfg, true)
+		if err != nil {
+			return err
+		}
+		la, err := logaggregator.New(logaggregator.Config{DataDir: filepath.Join(dataDirOf(cfg), "logaggregator"), ReplicaID: laReplica, StreamReplicas: cfg.StoreReplicas}, logaggregator.Deps{
 			Logger: serviceLog(logaggregator.Name), Registerer: reg, JetStream: js, Events: bus, Deploys: bus,
 		})
 		if err != nil {
@@ -794,12 +803,12 @@ var _ credentials.PerRPCCredentials = bearer("")
 func replicaOf(cfg Config, kept bool) (string, error) {
 	switch {
 	case cfg.ReplicaID != "":
-		if !replicaIDRE.MatchString(cfg.ReplicaID) {
-			return "", fmt.Errorf("replica id %q: want 1-64 letters, digits, '-', '_' or '='", cfg.ReplicaID)
+		if err := lease.CheckHolder(cfg.ReplicaID); err != nil {
+			return "", err
 		}
 		return cfg.ReplicaID, nil
 	case kept:
-		return replicaID(dataDirOf(cfg))
+		return lease.KeptHolder(dataDirOf(cfg))
 	}
 	return "", nil
 }

@@ -1,25 +1,27 @@
-package suite
+package lease_test
 
 import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/opsuite/opsuite/pkg/lease"
 )
 
-func TestReplicaIDIsKeptInTheDataDir(t *testing.T) {
+func TestKeptHolderIsKeptInTheDir(t *testing.T) {
 	dir := t.TempDir()
-	a, err := replicaID(dir)
+	a, err := lease.KeptHolder(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := replicaID(dir)
+	b, err := lease.KeptHolder(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if a == "" || a != b {
 		t.Fatalf("replica id %q then %q, want one stable id", a, b)
 	}
-	other, err := replicaID(t.TempDir())
+	other, err := lease.KeptHolder(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -29,7 +31,7 @@ func TestReplicaIDIsKeptInTheDataDir(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "replica-id"), []byte("bad id!\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := replicaID(dir); err == nil {
+	if _, err := lease.KeptHolder(dir); err == nil {
 		t.Fatal("a malformed replica id was accepted")
 	}
 }

@@ -50,18 +50,27 @@ func (s *Service) DeleteLogs(ctx context.Context, req *lav1.DeleteLogsRequest) (
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	n, err := st.Delete(src, start, end, req.GetValidateOnly())
-	if err != nil {
-		return nil, toStatus(err)
+	if req.GetValidateOnly() {
+		n, err := st.Delete(src, start, end, true)
+		if err != nil {
+			return nil, toStatus(err)
+		}
+		return &lav1.DeleteLogsResponse{DeletedCount: n}, nil
 	}
-	if !req.GetValidateOnly() && n > 0 && s.events != nil {
+	// Through the write-ahead stream, so every replica deletes at the same
+	// position among the records; the count is this replica's.
+	op := controlOp{ID: newOpID("delete"), Delete: &deleteOp{Source: src, Start: start, End: end}}
+	res, err := s.control(ctx, op)
+	if err != nil {
+		return nil, toStatus(fmt.Errorf("delete logs of %s: %w", src, err))
+	}
+	if n := res.deleted; n > 0 && s.events != nil {
 		ev := &eventsv1.LogsDeleted{Source: src, StartTime: req.GetStartTime(), EndTime: req.GetEndTime(), DeletedCount: n}
-		if _, err := s.events.Publish(ctx, eventbus.Event{Type: EventLogsDeleted, Subject: src, Data: ev}); err != nil {
+		if _, err := s.events.Publish(ctx, eventbus.Event{Type: EventLogsDeleted, ID: "logs-deleted-" + op.ID, Subject: src, Data: ev}); err != nil {
 			s.log.Warn("publish logs deleted", "source", src, "err", err)
 		}
 	}
-	s.log.Info("logs deleted", "source", src, "records", n, "validate_only", req.GetValidateOnly())
-	return &lav1.DeleteLogsResponse{DeletedCount: n}, nil
+	return &lav1.DeleteLogsResponse{DeletedCount: res.deleted}, nil
 }
 
 // GetRetentionPolicy returns the retention limits.
@@ -77,7 +86,7 @@ func (s *Service) GetRetentionPolicy(context.Context, *lav1.GetRetentionPolicyRe
 var retentionPaths = []string{"default_limits", "default_limits.max_age", "default_limits.max_bytes", "sources", "max_total_bytes"}
 
 // UpdateRetentionPolicy changes the fields named in the mask.
-func (s *Service) UpdateRetentionPolicy(_ context.Context, req *lav1.UpdateRetentionPolicyRequest) (*lav1.UpdateRetentionPolicyResponse, error) {
+func (s *Service) UpdateRetentionPolicy(ctx context.Context, req *lav1.UpdateRetentionPolicyRequest) (*lav1.UpdateRetentionPolicyResponse, error) {
 	ve := validation.New("retention policy")
 	in := req.GetPolicy()
 	if in == nil {
@@ -120,34 +129,18 @@ func (s *Service) UpdateRetentionPolicy(_ context.Context, req *lav1.UpdateReten
 	if err := ve.Err(); err != nil {
 		return nil, toStatus(err)
 	}
-	st, err := s.storeOrErr()
+	if _, err := s.storeOrErr(); err != nil {
+		return nil, toStatus(err)
+	}
+	data, err := proto.Marshal(in)
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	p := st.Policy()
-	if p.DefaultLimits == nil {
-		p.DefaultLimits = &lav1.RetentionLimits{}
+	// Through the write-ahead stream: every replica merges the same
+	// updates in the same order.
+	res, err := s.control(ctx, controlOp{ID: newOpID("policy"), Policy: &policyOp{Policy: data, Paths: paths, UpdateTime: time.Now().UnixNano()}})
+	if err != nil {
+		return nil, toStatus(fmt.Errorf("update retention policy: %w", err))
 	}
-	for _, path := range paths {
-		switch path {
-		case "default_limits":
-			p.DefaultLimits = proto.CloneOf(in.GetDefaultLimits())
-			if p.DefaultLimits == nil {
-				p.DefaultLimits = &lav1.RetentionLimits{}
-			}
-		case "default_limits.max_age":
-			p.DefaultLimits.MaxAge = in.GetDefaultLimits().GetMaxAge()
-		case "default_limits.max_bytes":
-			p.DefaultLimits.MaxBytes = in.GetDefaultLimits().GetMaxBytes()
-		case "sources":
-			p.Sources = in.GetSources()
-		case "max_total_bytes":
-			p.MaxTotalBytes = in.GetMaxTotalBytes()
-		}
-	}
-	p.UpdateTime = timestamppb.Now()
-	if err := st.SetPolicy(p); err != nil {
-		return nil, toStatus(err)
-	}
-	return &lav1.UpdateRetentionPolicyResponse{Policy: p}, nil
+	return &lav1.UpdateRetentionPolicyResponse{Policy: res.policy}, nil
 }

@@ -12,35 +12,51 @@ import (
 	"github.com/opsuite/opsuite/services/logaggregator/internal/store"
 )
 
-// publishSignatures publishes signature.new events off the indexing path.
-func (s *Service) publishSignatures(ctx context.Context) {
+// publishSignatures announces new signatures off the indexing path, once
+// among the replicas (see announce).
+func (s *Service) publishSignatures(ctx context.Context, sh *shared) {
+	pending := map[string]claim{}
+	tick := time.NewTicker(max(s.cfg.ClaimTimeout/4, 100*time.Millisecond))
+	defer tick.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
+		case <-tick.C:
+			if s.events != nil && len(pending) > 0 {
+				s.takeOver(ctx, sh, pending)
+			}
 		case ev := <-s.sigEvents:
 			if s.events == nil {
 				continue
 			}
-			sig := &ev.Signature
-			sig.Sources = map[string]uint64{ev.First.Source: 1}
-			if _, err := s.events.Publish(ctx, eventbus.Event{
-				Type:    EventSignatureNew,
-				Subject: sig.ID,
-				ID:      "signature-" + sig.ID,
-				Time:    time.Unix(0, sig.FirstSeen),
-				Data:    &eventsv1.ErrorSignatureNew{Signature: signatureProto(sig, 0, 0), FirstRecord: ev.First.Proto()},
-			}); err != nil {
-				s.log.Warn("publish new signature", "signature", sig.ID, "err", err)
-			}
+			s.announce(ctx, sh, ev, pending)
 		}
 	}
 }
 
+// publishSignature publishes signature.new for ev with an event id of the
+// signature alone, the same on every replica.
+func (s *Service) publishSignature(ctx context.Context, ev store.NewSignature) error {
+	sig := ev.Signature
+	sig.Sources = map[string]uint64{ev.First.Source: 1}
+	_, err := s.events.Publish(ctx, eventbus.Event{
+		Type:    EventSignatureNew,
+		Subject: sig.ID,
+		ID:      "signature-" + sig.ID,
+		Time:    time.Unix(0, sig.FirstSeen),
+		Data:    &eventsv1.ErrorSignatureNew{Signature: signatureProto(&sig, 0, 0), FirstRecord: ev.First.Proto()},
+	})
+	return err
+}
+
 // followDeploys consumes rollout events and records, per application and
 // environment, the revision live now: the one being rolled out from the
-// start of a rollout, the one serving after it ends.
-func (s *Service) followDeploys(ctx context.Context, st *store.Store) {
+// start of a rollout, the one serving after it ends. The replicas share the
+// durable consumer: the one an event reaches writes the revision to the
+// write-ahead stream, and every indexer applies it at its position there,
+// so all replicas tie the same records to the same revision.
+func (s *Service) followDeploys(ctx context.Context) {
 	h := func(ctx context.Context, d eventbus.Delivery) error {
 		var r *deployerv1.Rollout
 		live := uint32(0)
@@ -83,9 +99,14 @@ func (s *Service) followDeploys(ctx context.Context, st *store.Store) {
 		if r.GetApplication() == "" || live == 0 {
 			return nil
 		}
-		return st.SetRevision(r.GetApplication(), r.GetEnvironment(), store.Revision{
+		op := controlOp{ID: "revision-" + d.ID, Revision: &revisionOp{
+			Application: r.GetApplication(), Environment: r.GetEnvironment(),
 			Revision: strconv.FormatUint(uint64(live), 10), RolloutID: r.GetId(), Time: d.Time.UnixNano(),
-		})
+		}}
+		if err := s.writeControl(ctx, op); err != nil {
+			return fmt.Errorf("record revision of %s/%s: %w", r.GetApplication(), r.GetEnvironment(), err)
+		}
+		return nil
 	}
 	for ctx.Err() == nil {
 		err := s.deploys.Consume(ctx, eventbus.ConsumerConfig{

@@ -52,7 +52,7 @@ func (s *Service) index(ctx context.Context, stream jetstream.Stream, st *store.
 		switch {
 		case errors.Is(err, errStreamChanged):
 			s.log.Warn("write-ahead stream changed; indexing resumes from what it holds", "err", err)
-		case pass == 0:
+		case pass == 0 && !errors.Is(err, errIndexRetry):
 			return err // failing from the start: Run reports it
 		default:
 			s.log.Error("indexer failed; retrying", "err", err)
@@ -272,6 +272,23 @@ func (s *Service) indexPass(ctx context.Context, stream jetstream.Stream, st *st
 		if base+seq <= st.LastStreamSeq() || seq <= lastSeq {
 			continue
 		}
+		if msg.Subject() == controlSubject {
+			// Applied between the records before and after it.
+			if err := flush(); err != nil {
+				return err
+			}
+			if len(msgs) > 0 {
+				return fmt.Errorf("%w: records before the control message at %d not committed", errIndexRetry, base+seq)
+			}
+			if err := s.applyControl(st, msg.Data(), base+seq); err != nil {
+				return fmt.Errorf("%w: apply control message at %d: %w", errIndexRetry, base+seq, err)
+			}
+			lastSeq = seq
+			if !s.ready.Load() && (seq >= target || md.NumPending == 0) {
+				s.markReady()
+			}
+			continue
+		}
 		if len(pending) == 0 {
 			firstAt = time.Now()
 		}
@@ -332,41 +349,6 @@ func (s *Service) decodeMessage(dst []record.Record, chunks *record.ChunkDecoder
 		}
 	}
 	return dst
-}
-
-// retain applies the retention policy and purges indexed messages from the
-// write-ahead stream once they are older than the duplicate window (so
-// repeated batch ids are still recognised), until ctx ends.
-func (s *Service) retain(ctx context.Context, stream jetstream.Stream, st *store.Store) {
-	type mark struct {
-		at  time.Time
-		seq uint64
-	}
-	var marks []mark
-	tick := time.NewTicker(s.cfg.RetentionInterval)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-		}
-		s.applyRetention(st)
-		now := time.Now()
-		marks = append(marks, mark{now, st.LastStreamSeq()})
-		var purgeTo uint64
-		for len(marks) > 0 && now.Sub(marks[0].at) > s.cfg.DuplicateWindow+s.cfg.RetentionInterval {
-			purgeTo = marks[0].seq
-			marks = marks[1:]
-		}
-		// Positions of an earlier incarnation of the stream are not its
-		// sequences.
-		if _, base := st.Stream(); purgeTo > base {
-			if err := stream.Purge(ctx, jetstream.WithPurgeSequence(purgeTo-base+1)); err != nil {
-				s.log.Warn("purge indexed messages from the stream", "up_to", purgeTo, "err", err)
-			}
-		}
-	}
 }
 
 func (s *Service) applyRetention(st *store.Store) {

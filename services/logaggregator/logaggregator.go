@@ -20,6 +20,18 @@
 // get positions after the indexed ones and are indexed from its first
 // message; a deleted stream is recreated by the indexer.
 //
+// Replicas: any number of processes may share one NATS, each with its own
+// data dir and Config.ReplicaID. Each indexes the whole stream into its own
+// index, so every replica answers every read. Everything that changes the
+// index besides records (deletions, retention policy updates, live
+// revisions learnt from deploy events) is written to the same stream as a
+// control message (controlSubject) and applied by every indexer at its
+// position, so all replicas go through the same sequence of changes. What
+// leaves the process happens once: a new signature is announced by the
+// replica that claims it in the shared bucket (SharedBucket), indexed
+// messages are purged from the stream by the holder of one lease, and only
+// below the position every replica has reported (see replicas.go).
+//
 // Durability: an acknowledged batch is in JetStream's file store (written to
 // the operating system before the acknowledgement; JetStream fsyncs on its
 // sync interval, every 2 minutes by default, so a process crash loses
@@ -45,6 +57,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	lav1 "github.com/opsuite/opsuite/gen/opsuite/logaggregator/v1"
 	"github.com/opsuite/opsuite/pkg/eventbus"
+	"github.com/opsuite/opsuite/pkg/lease"
 	"github.com/opsuite/opsuite/services/logaggregator/internal/record"
 	"github.com/opsuite/opsuite/services/logaggregator/internal/store"
 	"github.com/prometheus/client_golang/prometheus"
@@ -78,11 +91,18 @@ const (
 type Config struct {
 	// DataDir holds the index (DataDir/index.db). Required.
 	DataDir string
+	// ReplicaID names this process among the replicas sharing one NATS:
+	// letters, digits, '-', '_' or '='; unique among live replicas and
+	// stable across restarts (a restarted replica takes its leases back and
+	// its reported position stays its own). Default: an id kept in
+	// DataDir/replica-id.
+	ReplicaID string
 	// StreamReplicas of OPSUITE_LOGS; default 1.
 	StreamReplicas int
-	// StreamMaxAge and StreamMaxBytes bound the write-ahead stream; the
-	// indexer purges what it has indexed, so these only matter when it falls
-	// far behind. Defaults 24h and 4 GiB.
+	// StreamMaxAge and StreamMaxBytes bound the write-ahead stream; what
+	// every replica has indexed is purged from it, so these only matter
+	// when one falls far behind (or is stopped that long: a replica away
+	// longer than StreamMaxAge misses records). Defaults 24h and 4 GiB.
 	StreamMaxAge   time.Duration
 	StreamMaxBytes int64
 	// DuplicateWindow is how long a batch_id is remembered; default 10m.
@@ -95,7 +115,8 @@ type Config struct {
 	CommitRecords  int
 	// BlockRecords caps records per storage block; default 8192.
 	BlockRecords int
-	// RetentionInterval is how often retention runs; default 1m.
+	// RetentionInterval is how often retention runs, each replica reports
+	// its indexed position and the purge of the stream runs; default 1m.
 	RetentionInterval time.Duration
 	// DefaultRetention applies until a policy is stored; default max age 7 days.
 	DefaultRetention time.Duration
@@ -103,8 +124,13 @@ type Config struct {
 	// are dropped for it; default 256.
 	TailBuffer int
 	// RevisionsConsumer is the durable name of the deploy events consumer;
-	// default "logaggregator-revisions".
+	// default "logaggregator-revisions". Replicas share it: each event is
+	// handled by one of them, which writes the revision to the stream for
+	// every indexer.
 	RevisionsConsumer string
+	// ClaimTimeout is how long a signature claimed by another replica may
+	// stay unannounced before this one announces it; default 30s.
+	ClaimTimeout time.Duration
 	// MaxInflightBytes bounds the bytes of gRPC batches being published to
 	// the stream at once (further batches wait); default 64 MiB.
 	MaxInflightBytes int64
@@ -161,6 +187,10 @@ type Service struct {
 	maxChunk  int
 	sigEvents chan store.NewSignature
 
+	// Control messages this replica wrote and waits to see applied, by id.
+	ctlMu      sync.Mutex
+	ctlWaiters map[string]chan controlResult
+
 	// Ingestion: pooled record slices and chunk encoders, and the budget
 	// of bytes being published.
 	recPool     sync.Pool
@@ -180,6 +210,11 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	if cfg.DataDir == "" {
 		return nil, errors.New("logaggregator: data dir is required")
 	}
+	if cfg.ReplicaID != "" {
+		if err := lease.CheckHolder(cfg.ReplicaID); err != nil {
+			return nil, fmt.Errorf("logaggregator: %w", err)
+		}
+	}
 	log := deps.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -194,6 +229,7 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	def(&cfg.CommitInterval, 100*time.Millisecond)
 	def(&cfg.RetentionInterval, time.Minute)
 	def(&cfg.DefaultRetention, 7*24*time.Hour)
+	def(&cfg.ClaimTimeout, 30*time.Second)
 	if cfg.StreamMaxBytes <= 0 {
 		cfg.StreamMaxBytes = 4 << 30
 	}
@@ -227,6 +263,8 @@ func New(cfg Config, deps Deps) (*Service, error) {
 		draining:  make(chan struct{}),
 		maxChunk:  512 << 10,
 		sigEvents: make(chan store.NewSignature, 1024),
+
+		ctlWaiters: map[string]chan controlResult{},
 
 		recPool:     sync.Pool{New: func() any { return new([]record.Record) }},
 		encPool:     sync.Pool{New: func() any { return new(record.ChunkEncoder) }},
@@ -287,7 +325,7 @@ func (s *Service) ensureStream(ctx context.Context) (jetstream.Stream, error) {
 	sc := jetstream.StreamConfig{
 		Name:        StreamName,
 		Description: "Opsuite log ingestion (write-ahead log of the log-aggregator)",
-		Subjects:    []string{SubjectPrefix + ">"},
+		Subjects:    []string{SubjectPrefix + ">", controlSubject},
 		Retention:   jetstream.LimitsPolicy,
 		Storage:     jetstream.FileStorage,
 		Replicas:    max(s.cfg.StreamReplicas, 1),
@@ -309,7 +347,18 @@ func (s *Service) Run(ctx context.Context) error {
 	if err := os.MkdirAll(s.cfg.DataDir, 0o750); err != nil {
 		return fmt.Errorf("logaggregator: data dir: %w", err)
 	}
+	if s.cfg.ReplicaID == "" {
+		id, err := lease.KeptHolder(s.cfg.DataDir)
+		if err != nil {
+			return fmt.Errorf("logaggregator: %w", err)
+		}
+		s.cfg.ReplicaID = id
+	}
 	stream, err := s.ensureStream(ctx)
+	if err != nil {
+		return fmt.Errorf("logaggregator: %w", err)
+	}
+	sh, err := s.openShared(ctx)
 	if err != nil {
 		return fmt.Errorf("logaggregator: %w", err)
 	}
@@ -335,7 +384,7 @@ func (s *Service) Run(ctx context.Context) error {
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	errc := make(chan error, 1)
-	wg.Add(3)
+	wg.Add(4)
 	go func() {
 		defer wg.Done()
 		if err := s.index(runCtx, stream, st); err != nil && runCtx.Err() == nil {
@@ -348,17 +397,21 @@ func (s *Service) Run(ctx context.Context) error {
 	}()
 	go func() {
 		defer wg.Done()
-		s.retain(runCtx, stream, st)
+		s.retain(runCtx, sh, st)
 	}()
 	go func() {
 		defer wg.Done()
-		s.publishSignatures(runCtx)
+		sh.leases.Hold(runCtx, purgeLease, purgeLeaseTTL, func(ctx context.Context) { s.purge(ctx, sh) })
+	}()
+	go func() {
+		defer wg.Done()
+		s.publishSignatures(runCtx, sh)
 	}()
 	if s.deploys != nil {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			s.followDeploys(runCtx, st)
+			s.followDeploys(runCtx)
 		}()
 	}
 	<-runCtx.Done()

@@ -2,6 +2,7 @@ package monitor
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"github.com/opsuite/opsuite/pkg/auth"
 	"slices"
@@ -119,18 +120,35 @@ func (s *Service) AcknowledgeAlert(ctx context.Context, req *monitorv1.Acknowled
 	if err := s.checkReady(); err != nil {
 		return nil, toStatus(err)
 	}
-	s.mu.Lock()
-	a, ok := s.alerts[req.GetId()]
-	if !ok {
+	ack := &monitorv1.Acknowledgement{By: callerIdentity(ctx), Time: timestamppb.Now(), Comment: req.GetComment()}
+	var view *monitorv1.Alert
+	// Revision-checked against the replica evaluating the alert: on a
+	// conflict, reload and acknowledge the newer state.
+	for attempt := 0; ; attempt++ {
+		s.mu.Lock()
+		a, ok := s.alerts[req.GetId()]
+		if !ok {
+			s.mu.Unlock()
+			return nil, toStatus(fmt.Errorf("%w: alert %q", ErrNotFound, req.GetId()))
+		}
+		stored := proto.CloneOf(a)
+		stored.Acknowledgement = ack
+		rev := s.alertsKV.rev(a.GetId())
 		s.mu.Unlock()
-		return nil, toStatus(fmt.Errorf("%w: alert %q", ErrNotFound, req.GetId()))
-	}
-	a.Acknowledgement = &monitorv1.Acknowledgement{By: callerIdentity(ctx), Time: timestamppb.Now(), Comment: req.GetComment()}
-	view := s.alertViewLocked(a, time.Now())
-	stored := proto.CloneOf(a)
-	s.mu.Unlock()
-	if err := s.alertsKV.put(ctx, stored.GetId(), stored); err != nil {
-		return nil, toStatus(err)
+		err := s.writeAlert(ctx, stored, rev)
+		if errors.Is(err, errStale) && attempt < 5 {
+			continue
+		}
+		if err != nil {
+			return nil, toStatus(fmt.Errorf("%w: acknowledge alert %s: %w", ErrConflict, req.GetId(), err))
+		}
+		s.mu.Lock()
+		if cur := s.alerts[req.GetId()]; cur != nil {
+			cur.Acknowledgement = ack
+		}
+		view = s.alertViewLocked(stored, time.Now())
+		s.mu.Unlock()
+		break
 	}
 	if _, err := s.events.Publish(ctx, eventbus.Event{Type: EventAlertAcknowledged, Subject: view.GetId(), Data: &eventsv1.AlertAcknowledged{Alert: view}}); err != nil {
 		s.log.Warn("publish alert acknowledged", "alert", view.GetId(), "err", err)

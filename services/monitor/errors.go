@@ -15,6 +15,8 @@ var (
 	ErrAlreadyExists = errors.New("already exists")
 	ErrNotReady      = errors.New("monitor is starting")
 	ErrConflict      = errors.New("changed concurrently")
+	// ErrUnavailable: a shared part (NATS) did not answer; retry.
+	ErrUnavailable = errors.New("unavailable")
 )
 
 // toStatus translates an error from the service into a gRPC status, once,
@@ -36,7 +38,7 @@ func toStatus(err error) error {
 		return status.Error(codes.AlreadyExists, err.Error())
 	case errors.Is(err, ErrConflict):
 		return status.Error(codes.Aborted, err.Error())
-	case errors.Is(err, ErrNotReady):
+	case errors.Is(err, ErrNotReady), errors.Is(err, ErrUnavailable):
 		return status.Error(codes.Unavailable, err.Error())
 	case errors.Is(err, context.DeadlineExceeded):
 		return status.Error(codes.DeadlineExceeded, err.Error())

@@ -2,6 +2,7 @@ package monitor
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"github.com/prometheus/common/model"
 	"maps"
@@ -13,6 +14,7 @@ import (
 	eventsv1 "github.com/opsuite/opsuite/gen/opsuite/events/v1"
 	monitorv1 "github.com/opsuite/opsuite/gen/opsuite/monitor/v1"
 	"github.com/opsuite/opsuite/pkg/eventbus"
+	"github.com/opsuite/opsuite/services/monitor/internal/ingest"
 	"github.com/opsuite/opsuite/services/monitor/internal/tsstore"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/promql"
@@ -27,8 +29,9 @@ type group struct {
 	spec     *monitorv1.RuleGroup
 	rules    []*compiledRule
 	interval time.Duration
-	cancel   context.CancelFunc
-	done     chan struct{}
+	// loop is the evaluation loop, nil unless this replica holds the
+	// group's shard.
+	loop *loopHandle
 	// wake asks for an evaluation now: samples of a metric the group's
 	// rules read were pushed.
 	wake chan struct{}
@@ -158,14 +161,15 @@ func eventID(a *monitorv1.Alert, tr transition) string {
 	return "monitor-alert-" + a.GetId() + "-" + kind
 }
 
-// installGroup compiles g and (re)starts its evaluation loop. Alerts of
-// rules that disappeared or whose condition changed resolve.
+// installGroup compiles g and (re)starts its evaluation loop when this
+// replica evaluates it. Alerts of rules that disappeared or whose
+// condition changed resolve (by the evaluating replica).
 func (s *Service) installGroup(g *monitorv1.RuleGroup) error {
 	rules, interval, err := s.compileGroup("rule_group", g)
 	if err != nil {
 		return err
 	}
-	ng := &group{spec: g, rules: rules, interval: interval, done: make(chan struct{}), wake: make(chan struct{}, 1)}
+	ng := &group{spec: g, rules: rules, interval: interval, wake: make(chan struct{}, 1)}
 	seen := map[string]bool{}
 	for _, r := range rules {
 		if r.spec.GetDisabled() || r.recording {
@@ -188,6 +192,7 @@ func (s *Service) installGroup(g *monitorv1.RuleGroup) error {
 		keep[r.spec.GetName()] = r.expr
 	}
 	var gone []string
+	var oldLoop *loopHandle
 	if old != nil {
 		for _, r := range old.rules {
 			expr, still := keep[r.spec.GetName()]
@@ -199,39 +204,53 @@ func (s *Service) installGroup(g *monitorv1.RuleGroup) error {
 				gone = append(gone, r.spec.GetName())
 			}
 		}
+		oldLoop, old.loop = old.loop, nil
 	}
-	ctx, cancel := context.WithCancel(s.runCtx)
-	ng.cancel = cancel
 	s.mu.Unlock()
-	if old != nil {
-		old.cancel()
-		<-old.done
+	oldLoop.stop()
+	if s.evaluates(g.GetName()) {
+		for _, r := range gone {
+			s.resolveRule(s.runCtx, r, time.Now())
+		}
 	}
-	for _, r := range gone {
-		s.resolveRule(s.runCtx, r, time.Now())
+	s.mu.Lock()
+	if ctx, ok := s.ownsLocked(g.GetName()); ok && s.groups[g.GetName()] == ng && ng.loop == nil {
+		s.startGroupLocked(ctx, ng)
 	}
-	s.goLoop(func() { s.runGroup(ctx, ng) })
+	s.mu.Unlock()
 	return nil
 }
 
-// removeGroup stops a group and resolves its alerts.
+// startGroupLocked starts g's evaluation loop under ctx (its shard's
+// holding); s.mu must be held.
+func (s *Service) startGroupLocked(ctx context.Context, g *group) {
+	g.loop = s.startLoop(ctx, func(ctx context.Context) { s.runGroup(ctx, g) })
+}
+
+// removeGroup stops a group and resolves its alerts (when this replica
+// evaluates it).
 func (s *Service) removeGroup(name string) {
 	s.mu.Lock()
 	g := s.groups[name]
 	delete(s.groups, name)
 	s.rebuildWatchLocked()
+	var loop *loopHandle
 	if g != nil {
 		for _, r := range g.rules {
 			delete(s.ruleGroup, r.spec.GetName())
 			delete(s.ruleStatus, r.spec.GetName())
 		}
+		loop, g.loop = g.loop, nil
 	}
+	_, evaluates := s.ownsLocked(name)
 	s.mu.Unlock()
 	if g == nil {
 		return
 	}
-	g.cancel()
-	<-g.done
+	loop.stop()
+	if !evaluates {
+		return
+	}
 	for _, r := range g.rules {
 		s.resolveRule(s.runCtx, r.spec.GetName(), time.Now())
 	}
@@ -240,7 +259,6 @@ func (s *Service) removeGroup(name string) {
 // runGroup evaluates g every interval, and also the moment a pending alert's
 // `for` or a keep_firing_for ends, so firing is not delayed to the next tick.
 func (s *Service) runGroup(ctx context.Context, g *group) {
-	defer close(g.done)
 	buf := s.newEvalBuffers()
 	timer := time.NewTimer(0)
 	defer timer.Stop()
@@ -376,6 +394,7 @@ func (s *Service) evalExpr(ctx context.Context, expr string, ts time.Time) (prom
 func (s *Service) record(ctx context.Context, g *group, r *compiledRule, vec promql.Vector, now time.Time) {
 	app := s.db.Appender(ctx)
 	b := labels.NewBuilder(labels.EmptyLabels())
+	var shared []ingest.Series
 	for _, smp := range vec {
 		if smp.H != nil {
 			continue
@@ -388,13 +407,18 @@ func (s *Service) record(ctx context.Context, g *group, r *compiledRule, vec pro
 			b.Set(k, v)
 		}
 		b.Set(model.MetricNameLabel, r.spec.GetRecord())
-		if _, err := app.Append(0, b.Labels(), now.UnixMilli(), smp.F); err != nil {
+		ls := b.Labels()
+		if _, err := app.Append(0, ls, now.UnixMilli(), smp.F); err != nil {
 			s.log.Debug("recording rule sample refused", "rule", r.spec.GetName(), "err", err)
+			continue
 		}
+		shared = append(shared, seriesOf(ls, now.UnixMilli(), smp.F))
 	}
 	if err := app.Commit(); err != nil {
 		s.log.Warn("recording rule commit", "rule", r.spec.GetName(), "err", err)
+		return
 	}
+	s.share(ctx, shared)
 }
 
 // candidate is one series of an alerting rule's result.
@@ -474,6 +498,7 @@ func (s *Service) applyAlerts(ctx context.Context, g *group, r *compiledRule, ve
 	type change struct {
 		alert *monitorv1.Alert
 		tr    transition
+		rev   uint64 // the stored revision the change is based on
 	}
 	var changes []change
 	nowPB := timestamppb.New(now)
@@ -518,7 +543,7 @@ func (s *Service) applyAlerts(ctx context.Context, g *group, r *compiledRule, ve
 		}
 		if tr != transNone {
 			a.SilencedBy = s.silencedByLocked(a.GetLabels(), now)
-			changes = append(changes, change{proto.CloneOf(a), tr})
+			changes = append(changes, change{proto.CloneOf(a), tr, s.alertsKV.rev(a.GetId())})
 		}
 	}
 	for key, id := range s.active {
@@ -534,7 +559,7 @@ func (s *Service) applyAlerts(ctx context.Context, g *group, r *compiledRule, ve
 		if a.GetState() == monitorv1.AlertState_ALERT_STATE_FIRING && r.keepFor > 0 {
 			if a.GetKeepFiringSince() == nil {
 				a.KeepFiringSince = nowPB
-				changes = append(changes, change{proto.CloneOf(a), transPersist})
+				changes = append(changes, change{proto.CloneOf(a), transPersist, s.alertsKV.rev(id)})
 				continue
 			}
 			if now.Before(a.GetKeepFiringSince().AsTime().Add(r.keepFor)) {
@@ -544,11 +569,11 @@ func (s *Service) applyAlerts(ctx context.Context, g *group, r *compiledRule, ve
 		a.State, a.ResolvedAt = monitorv1.AlertState_ALERT_STATE_RESOLVED, nowPB
 		delete(s.active, key)
 		a.SilencedBy = s.silencedByLocked(a.GetLabels(), now)
-		changes = append(changes, change{proto.CloneOf(a), transResolved})
+		changes = append(changes, change{proto.CloneOf(a), transResolved, s.alertsKV.rev(id)})
 	}
 	s.mu.Unlock()
 	for _, c := range changes {
-		s.commit(ctx, c.alert, c.tr)
+		s.commit(ctx, c.alert, c.tr, c.rev)
 	}
 }
 
@@ -556,6 +581,7 @@ func (s *Service) applyAlerts(ctx context.Context, g *group, r *compiledRule, ve
 // changed).
 func (s *Service) resolveRule(ctx context.Context, rule string, now time.Time) {
 	var resolved []*monitorv1.Alert
+	var revs []uint64
 	s.mu.Lock()
 	for key, id := range s.active {
 		if key.rule != rule {
@@ -565,18 +591,25 @@ func (s *Service) resolveRule(ctx context.Context, rule string, now time.Time) {
 		a.State, a.ResolvedAt, a.KeepFiringSince = monitorv1.AlertState_ALERT_STATE_RESOLVED, timestamppb.New(now), nil
 		delete(s.active, key)
 		resolved = append(resolved, proto.CloneOf(a))
+		revs = append(revs, s.alertsKV.rev(id))
 	}
 	s.mu.Unlock()
-	for _, a := range resolved {
-		s.commit(ctx, a, transResolved)
+	for i, a := range resolved {
+		s.commit(ctx, a, transResolved, revs[i])
 	}
 }
 
 // commit persists an alert's new state, then announces it. The state is
 // written first so a crash never loses a transition that was announced;
-// a transition written but not yet announced is announced at restart.
-func (s *Service) commit(ctx context.Context, a *monitorv1.Alert, tr transition) {
-	if err := s.alertsKV.put(ctx, a.GetId(), a); err != nil {
+// a transition written but not yet announced is announced by whoever
+// evaluates the group next (a restart or another replica). The write is
+// checked against rev, the stored revision the change was based on: when
+// another writer got there first the transition did not happen, the alert
+// is reloaded and the next evaluation decides again.
+func (s *Service) commit(ctx context.Context, a *monitorv1.Alert, tr transition, rev uint64) {
+	if err := s.writeAlert(ctx, a, rev); errors.Is(err, errStale) {
+		return
+	} else if err != nil {
 		s.log.Error("persist alert", "alert", a.GetId(), "err", err)
 	}
 	if tr == transPersist {
@@ -615,15 +648,16 @@ func (s *Service) announce(ctx context.Context, a *monitorv1.Alert, tr transitio
 	}
 	s.mu.Lock()
 	cur := s.alerts[a.GetId()]
+	var rev uint64
 	if cur != nil && cur.GetState() == a.GetState() {
 		cur.LastNotificationTime = timestamppb.New(at)
-		a = proto.CloneOf(cur)
+		a, rev = proto.CloneOf(cur), s.alertsKV.rev(cur.GetId())
 	} else {
 		a = nil
 	}
 	s.mu.Unlock()
 	if a != nil {
-		if err := s.alertsKV.put(ctx, a.GetId(), a); err != nil {
+		if err := s.writeAlert(ctx, a, rev); err != nil && !errors.Is(err, errStale) {
 			s.log.Warn("persist alert notification time", "alert", a.GetId(), "err", err)
 		}
 	}

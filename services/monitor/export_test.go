@@ -81,3 +81,7 @@ func (s *Service) AppendSeries(ctx context.Context, series []ingest.Series) erro
 	_, err := ingest.Append(s.db.Appender(ctx), series, nil)
 	return err
 }
+
+// Evaluates reports whether this replica evaluates the rule group named
+// name now.
+func (s *Service) Evaluates(name string) bool { return s.evaluates(name) }

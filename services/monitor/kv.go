@@ -5,6 +5,8 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"sync"
+	"sync/atomic"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/protobuf/proto"
@@ -23,9 +25,22 @@ const (
 // kvTable stores protobuf messages of one kind in one bucket, one entry per
 // key. Keys are base64url of the name, since names (e.g. rule group names)
 // may hold characters KV keys do not allow.
+//
+// Every replica mirrors the table (replicas.go); the table remembers the
+// newest revision of each key this replica wrote or applied, so a change
+// coming back through the watch is not applied over a newer one.
 type kvTable[T proto.Message] struct {
 	kv     jetstream.KeyValue
 	newMsg func() T
+
+	mu   sync.Mutex
+	revs map[string]uint64 // by name
+
+	// applied is the last bucket revision the mirror handed over;
+	// appliedCh is closed and replaced whenever it advances.
+	applied   atomic.Uint64
+	appliedMu sync.Mutex
+	appliedCh chan struct{}
 }
 
 func openTable[T proto.Message](ctx context.Context, js jetstream.JetStream, bucket, desc string, replicas int, newMsg func() T) (*kvTable[T], error) {
@@ -39,20 +54,81 @@ func openTable[T proto.Message](ctx context.Context, js jetstream.JetStream, buc
 	if err != nil {
 		return nil, fmt.Errorf("open bucket %s: %w", bucket, err)
 	}
-	return &kvTable[T]{kv: kv, newMsg: newMsg}, nil
+	return &kvTable[T]{kv: kv, newMsg: newMsg, revs: map[string]uint64{}, appliedCh: make(chan struct{})}, nil
 }
 
 func kvKey(name string) string { return base64.RawURLEncoding.EncodeToString([]byte(name)) }
+
+// kvName is the name a key stands for.
+func kvName(key string) (string, error) {
+	b, err := base64.RawURLEncoding.DecodeString(key)
+	if err != nil {
+		return "", fmt.Errorf("key %q is not base64url: %w", key, err)
+	}
+	return string(b), nil
+}
+
+// advance records rev as name's newest known revision; false when a newer
+// or equal one was known already.
+func (t *kvTable[T]) advance(name string, rev uint64) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if rev <= t.revs[name] {
+		return false
+	}
+	t.revs[name] = rev
+	return true
+}
+
+// rev is name's newest known revision, 0 when none.
+func (t *kvTable[T]) rev(name string) uint64 {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.revs[name]
+}
 
 func (t *kvTable[T]) put(ctx context.Context, name string, m T) error {
 	data, err := proto.Marshal(m)
 	if err != nil {
 		return fmt.Errorf("encode %s: %w", name, err)
 	}
-	if _, err := t.kv.Put(ctx, kvKey(name), data); err != nil {
+	rev, err := t.kv.Put(ctx, kvKey(name), data)
+	if err != nil {
 		return fmt.Errorf("store %s in %s: %w", name, t.kv.Bucket(), err)
 	}
+	t.advance(name, rev)
 	return nil
+}
+
+// errStale: a revision-checked write found the entry changed (or created)
+// by someone else since the revision it was based on.
+var errStale = errors.New("changed by another writer")
+
+// write stores m at name only if the entry is still at rev (0: absent), and
+// returns the new revision; errStale when it is not.
+func (t *kvTable[T]) write(ctx context.Context, name string, m T, rev uint64) (uint64, error) {
+	data, err := proto.Marshal(m)
+	if err != nil {
+		return 0, fmt.Errorf("encode %s: %w", name, err)
+	}
+	var newRev uint64
+	if rev == 0 {
+		newRev, err = t.kv.Create(ctx, kvKey(name), data)
+	} else {
+		newRev, err = t.kv.Update(ctx, kvKey(name), data, rev)
+	}
+	switch {
+	case errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch):
+		return 0, fmt.Errorf("store %s in %s at revision %d: %w", name, t.kv.Bucket(), rev, errStale)
+	case err != nil:
+		var apiErr *jetstream.APIError
+		if errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence {
+			return 0, fmt.Errorf("store %s in %s at revision %d: %w", name, t.kv.Bucket(), rev, errStale)
+		}
+		return 0, fmt.Errorf("store %s in %s: %w", name, t.kv.Bucket(), err)
+	}
+	t.advance(name, newRev)
+	return newRev, nil
 }
 
 func (t *kvTable[T]) delete(ctx context.Context, name string) error {
@@ -62,26 +138,62 @@ func (t *kvTable[T]) delete(ctx context.Context, name string) error {
 	return nil
 }
 
-// all loads every entry.
-func (t *kvTable[T]) all(ctx context.Context) ([]T, error) {
-	lister, err := t.kv.ListKeys(ctx)
+// get loads name; ok is false when it is absent.
+func (t *kvTable[T]) get(ctx context.Context, name string) (m T, rev uint64, ok bool, err error) {
+	e, err := t.kv.Get(ctx, kvKey(name))
+	if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
+		return m, 0, false, nil
+	}
 	if err != nil {
-		return nil, fmt.Errorf("list %s: %w", t.kv.Bucket(), err)
+		return m, 0, false, fmt.Errorf("load %s from %s: %w", name, t.kv.Bucket(), err)
 	}
-	var out []T
-	for key := range lister.Keys() {
-		e, err := t.kv.Get(ctx, key)
-		if errors.Is(err, jetstream.ErrKeyNotFound) {
-			continue
-		}
-		if err != nil {
-			return nil, fmt.Errorf("load %s from %s: %w", key, t.kv.Bucket(), err)
-		}
-		m := t.newMsg()
-		if err := proto.Unmarshal(e.Value(), m); err != nil {
-			return nil, fmt.Errorf("decode %s from %s: %w", key, t.kv.Bucket(), err)
-		}
-		out = append(out, m)
+	m, err = t.decode(e)
+	if err != nil {
+		return m, 0, false, err
 	}
-	return out, nil
+	return m, e.Revision(), true, nil
+}
+
+// decode reads a put entry's message.
+func (t *kvTable[T]) decode(e jetstream.KeyValueEntry) (T, error) {
+	m := t.newMsg()
+	if err := proto.Unmarshal(e.Value(), m); err != nil {
+		return m, fmt.Errorf("decode %s from %s: %w", e.Key(), t.kv.Bucket(), err)
+	}
+	return m, nil
+}
+
+// markApplied records that the mirror handed over revision rev.
+func (t *kvTable[T]) markApplied(rev uint64) {
+	t.appliedMu.Lock()
+	defer t.appliedMu.Unlock()
+	if rev <= t.applied.Load() {
+		return
+	}
+	t.applied.Store(rev)
+	close(t.appliedCh)
+	t.appliedCh = make(chan struct{})
+}
+
+// caughtUp waits until the mirror applied every change the bucket held when
+// it was called, or ctx ends.
+func (t *kvTable[T]) caughtUp(ctx context.Context) error {
+	st, err := t.kv.Status(ctx)
+	if err != nil {
+		return fmt.Errorf("status of %s: %w", t.kv.Bucket(), err)
+	}
+	last := st.(*jetstream.KeyValueBucketStatus).StreamInfo().State.LastSeq
+	for {
+		t.appliedMu.Lock()
+		ch := t.appliedCh
+		t.appliedMu.Unlock()
+		if t.applied.Load() >= last {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("mirror of %s at revision %d of %d: %w", t.kv.Bucket(), t.applied.Load(), last, ctx.Err())
+		case <-ch:
+		}
+	}
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/prometheus/prometheus/tsdb/chunkenc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
@@ -48,9 +49,17 @@ func (s *Service) PushMetrics(ctx context.Context, req *monitorv1.PushMetricsReq
 
 func (s *Service) push(ctx context.Context, req *monitorv1.PushMetricsRequest) (ingest.Result, error) {
 	d := s.decoders.Get().(*ingest.Decoder)
-	series, err := d.Decode(req, time.Now().UnixMilli())
-	s.decoders.Put(d)
+	defer s.decoders.Put(d)
+	now := time.Now().UnixMilli()
+	series, err := d.Decode(req, now)
 	if err != nil {
+		return ingest.Result{}, err
+	}
+	raw, err := proto.Marshal(req)
+	if err != nil {
+		return ingest.Result{}, fmt.Errorf("encode samples: %w", err)
+	}
+	if err := s.publishRaw(ctx, kindPush, raw, now, series); err != nil {
 		return ingest.Result{}, err
 	}
 	return s.store(ctx, series)
@@ -95,8 +104,16 @@ func (s *Service) PushMetricsStream(stream monitorv1.MonitorService_PushMetricsS
 		if err != nil {
 			return err
 		}
-		series, err := d.DecodeBatch(streamPrefix(batches), msg.GetBatch(), time.Now().UnixMilli())
+		now := time.Now().UnixMilli()
+		series, err := d.DecodeBatch(streamPrefix(batches), msg.GetBatch(), now)
 		if err != nil {
+			return toStatus(err)
+		}
+		raw, err := proto.Marshal(msg)
+		if err != nil {
+			return toStatus(fmt.Errorf("encode samples: %w", err))
+		}
+		if err := s.publishRaw(stream.Context(), kindStream, raw, now, series); err != nil {
 			return toStatus(err)
 		}
 		res, err := s.store(stream.Context(), series)

@@ -4,7 +4,9 @@
 // alert rules, keeps the alert lifecycle (pending, firing, resolved) in a
 // JetStream KV bucket so a restart restores it exactly, ties alerts to the
 // rollout that preceded them, notifies NATS and webhooks, and runs canary
-// analyses for the deployer.
+// analyses for the deployer. Replicas sharing one NATS split rule
+// evaluation and scraping between them and take over each other's share
+// (replicas.go); every replica holds every sample (fanout.go).
 package monitor
 
 import (
@@ -22,6 +24,7 @@ import (
 	deployerv1 "github.com/opsuite/opsuite/gen/opsuite/deployer/v1"
 	monitorv1 "github.com/opsuite/opsuite/gen/opsuite/monitor/v1"
 	"github.com/opsuite/opsuite/pkg/eventbus"
+	"github.com/opsuite/opsuite/pkg/lease"
 	"github.com/opsuite/opsuite/services/monitor/internal/ingest"
 	"github.com/opsuite/opsuite/services/monitor/internal/tsstore"
 	"github.com/prometheus/client_golang/prometheus"
@@ -49,8 +52,27 @@ type Config struct {
 	DataDir string
 	// Retention of samples; default 15 days.
 	Retention time.Duration
-	// StoreReplicas is the JetStream replica count of the KV buckets.
+	// StoreReplicas is the JetStream replica count of the KV buckets and
+	// streams.
 	StoreReplicas int
+	// ReplicaID names this process among the monitors sharing one NATS
+	// (letters, digits, '-', '_', '='); unique among live processes. By
+	// default one is made up once and kept in DataDir/replica-id, so a
+	// restarted process takes its shards back at once.
+	ReplicaID string
+	// LeaseTTL of the shard leases: a killed replica's rule groups and
+	// scrape targets are taken over about this long after its last
+	// renewal; default 10s.
+	LeaseTTL time.Duration
+	// Shards is the number of shards rule groups and scrape targets are
+	// spread over (by name); default lease.DefaultShards. Every replica
+	// must use the same number.
+	Shards int
+	// SampleStreamMaxAge and SampleStreamMaxBytes bound the stream that
+	// carries samples between replicas (StreamSamples); defaults 10m and
+	// 1 GiB. A replica stopped for longer misses the samples in between.
+	SampleStreamMaxAge   time.Duration
+	SampleStreamMaxBytes int64
 	// DefaultEvalInterval of rule groups that set none; default 15s.
 	DefaultEvalInterval time.Duration
 	// MinEvalInterval is the shortest group interval accepted; default 1s.
@@ -132,6 +154,7 @@ type Service struct {
 
 	runCtx context.Context //nolint:containedctx // the Run context, handed to loops started by RPCs
 	loops  sync.WaitGroup
+	shards *lease.Shards
 
 	// ruleMu serialises changes to rules.
 	ruleMu sync.Mutex
@@ -152,6 +175,9 @@ type Service struct {
 	targets    map[string]*scrapeTarget
 	receivers  map[string]*receiver
 	rollouts   map[string][]*deployerv1.Rollout // by application, oldest first
+	// owned holds the context of each shard this replica holds (ended
+	// when the shard is lost or handed over); replicas.go.
+	owned map[int]context.Context
 }
 
 // New builds the service; Run opens the store, restores state and starts
@@ -201,6 +227,26 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	if cfg.WebhookAckWait <= 0 {
 		cfg.WebhookAckWait = 15 * time.Second
 	}
+	if cfg.ReplicaID == "" {
+		id, err := lease.KeptHolder(cfg.DataDir)
+		if err != nil {
+			return nil, fmt.Errorf("monitor: %w", err)
+		}
+		cfg.ReplicaID = id
+	}
+	if cfg.LeaseTTL <= 0 {
+		cfg.LeaseTTL = lease.DefaultShardTTL
+	}
+	if cfg.Shards <= 0 {
+		cfg.Shards = lease.DefaultShards
+	}
+	if cfg.SampleStreamMaxAge <= 0 {
+		cfg.SampleStreamMaxAge = 10 * time.Minute
+	}
+	if cfg.SampleStreamMaxBytes <= 0 {
+		cfg.SampleStreamMaxBytes = 1 << 30
+	}
+	log = log.With("replica", cfg.ReplicaID)
 	hc := deps.HTTPClient
 	if hc == nil {
 		hc = &http.Client{}
@@ -218,6 +264,7 @@ func New(cfg Config, deps Deps) (*Service, error) {
 		targets:    map[string]*scrapeTarget{},
 		receivers:  map[string]*receiver{},
 		rollouts:   map[string][]*deployerv1.Rollout{},
+		owned:      map[int]context.Context{},
 	}
 	s.refs = ingest.NewRefCache()
 	s.decoders.New = func() any { return ingest.NewDecoder(s.refs) }
@@ -260,13 +307,43 @@ func (s *Service) Run(ctx context.Context) error {
 	if err := s.openTables(ctx); err != nil {
 		return fmt.Errorf("monitor: %w", err)
 	}
+	leases, err := lease.Open(ctx, s.js, lease.Config{Holder: s.cfg.ReplicaID, Replicas: s.cfg.StoreReplicas, Logger: s.log})
+	if err != nil {
+		return fmt.Errorf("monitor: %w", err)
+	}
+	s.shards, err = leases.Shards(lease.ShardsConfig{Group: Name, Count: s.cfg.Shards, TTL: s.cfg.LeaseTTL, Work: s.runShard})
+	if err != nil {
+		return fmt.Errorf("monitor: %w", err)
+	}
+	// Loops end before the store closes (deferred above).
+	defer s.loops.Wait()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	s.runCtx = ctx
 	if err := s.restore(ctx); err != nil {
 		return fmt.Errorf("monitor: %w", err)
 	}
+	caughtUp := make(chan struct{})
+	s.goLoop(func() { s.followSamples(ctx, caughtUp) })
+	select {
+	case <-caughtUp:
+	case <-ctx.Done():
+		return nil
+	}
+	shardErr := make(chan error, 1)
+	s.goLoop(func() { shardErr <- s.shards.Run(ctx) })
+	select {
+	case <-s.shards.Ready():
+	case err := <-shardErr:
+		return fmt.Errorf("monitor: %w", err)
+	case <-ctx.Done():
+		return nil
+	}
 	s.ready.Store(true)
 	close(s.readyCh)
-	s.log.Info("monitor ready", "rule_groups", len(s.groups), "alerts", len(s.alerts))
+	s.mu.Lock()
+	s.log.Info("monitor ready", "rule_groups", len(s.groups), "alerts", len(s.alerts), "shards", len(s.owned), "replicas", s.shards.Members())
+	s.mu.Unlock()
 
 	if s.consumer != nil {
 		s.goLoop(func() { s.consumeRollouts(ctx) })
@@ -278,6 +355,13 @@ func (s *Service) Run(ctx context.Context) error {
 	s.goLoop(func() { s.repeatLoop(ctx) })
 	<-ctx.Done()
 	s.loops.Wait()
+	select {
+	case err := <-shardErr:
+		if err != nil {
+			return fmt.Errorf("monitor: %w", err)
+		}
+	default:
+	}
 	return nil
 }
 
@@ -310,79 +394,10 @@ func (s *Service) openTables(ctx context.Context) error {
 	if s.rolloutsKV, err = openTable(ctx, s.js, BucketRollouts, "recent rollouts per application, for deploy context", r, func() *deployerv1.Rollout { return &deployerv1.Rollout{} }); err != nil {
 		return err
 	}
+	if err := s.openSampleStream(ctx); err != nil {
+		return err
+	}
 	return s.openWebhookQueue(ctx)
-}
-
-// restore loads durable state. Alerts come back exactly as stored: a firing
-// alert stays firing with its active_at and fired_at, a pending one keeps its
-// `for` timer start. A transition whose notification may not have gone out
-// before a crash is announced again with the same event id, which the
-// event stream's de-duplication drops if it had.
-func (s *Service) restore(ctx context.Context) error {
-	alerts, err := s.alertsKV.all(ctx)
-	if err != nil {
-		return err
-	}
-	var unannounced []*monitorv1.Alert
-	horizon := time.Now().Add(-s.cfg.AlertHistory)
-	s.mu.Lock()
-	for _, a := range alerts {
-		if a.GetState() == monitorv1.AlertState_ALERT_STATE_RESOLVED && a.GetResolvedAt().AsTime().Before(horizon) {
-			continue
-		}
-		s.alerts[a.GetId()] = a
-		if isActive(a) {
-			s.active[activeKey{rule: a.GetRule(), fingerprint: a.GetFingerprint()}] = a.GetId()
-		}
-		if needsAnnouncement(a) {
-			unannounced = append(unannounced, a)
-		}
-	}
-	silences, err := s.silencesKV.all(ctx)
-	if err != nil {
-		s.mu.Unlock()
-		return err
-	}
-	for _, sl := range silences {
-		s.silences[sl.GetId()] = sl
-	}
-	rollouts, err := s.rolloutsKV.all(ctx)
-	if err != nil {
-		s.mu.Unlock()
-		return err
-	}
-	for _, r := range rollouts {
-		s.addRolloutLocked(r)
-	}
-	s.mu.Unlock()
-
-	groups, err := s.ruleGroups.all(ctx)
-	if err != nil {
-		return err
-	}
-	for _, g := range groups {
-		if err := s.installGroup(g); err != nil {
-			s.log.Error("stored rule group no longer valid; skipped", "group", g.GetName(), "err", err)
-		}
-	}
-	receivers, err := s.receiverKV.all(ctx)
-	if err != nil {
-		return err
-	}
-	for _, r := range receivers {
-		s.startReceiver(r)
-	}
-	targets, err := s.targetsKV.all(ctx)
-	if err != nil {
-		return err
-	}
-	for _, t := range targets {
-		s.startScrape(t)
-	}
-	for _, a := range unannounced {
-		s.announce(ctx, a, transitionOf(a))
-	}
-	return nil
 }
 
 func (s *Service) checkReady() error {
@@ -409,7 +424,9 @@ func (s *Service) housekeeping(ctx context.Context) {
 		for id, a := range s.alerts {
 			if a.GetState() == monitorv1.AlertState_ALERT_STATE_RESOLVED && a.GetResolvedAt().AsTime().Before(horizon) {
 				delete(s.alerts, id)
-				drop = append(drop, id)
+				if _, here := s.ownsLocked(a.GetRuleGroup()); here {
+					drop = append(drop, id) // once, by the evaluating replica
+				}
 			}
 		}
 		var dropSilences []string

@@ -74,6 +74,9 @@ func (s *Service) repeatLoop(ctx context.Context) {
 			live := map[string]bool{}
 			for _, id := range s.active {
 				a := s.alerts[id]
+				if _, here := s.ownsLocked(a.GetRuleGroup()); !here {
+					continue // another replica evaluates it and repeats it
+				}
 				if a.GetState() != monitorv1.AlertState_ALERT_STATE_FIRING || a.GetAcknowledgement() != nil ||
 					len(s.silencedByLocked(a.GetLabels(), now)) > 0 || !rc.matches(a.GetLabels()) {
 					continue
@@ -166,6 +169,13 @@ func (s *Service) startReceiver(r *monitorv1.Receiver) {
 
 // stopReceiver stops a deleted receiver's loop and drops its queue.
 func (s *Service) stopReceiver(ctx context.Context, name string) error {
+	s.stopReceiverLoop(name)
+	return s.purgeWebhooks(ctx, name)
+}
+
+// stopReceiverLoop stops a receiver's delivery loop here (another replica
+// deleted it, and drops its queue).
+func (s *Service) stopReceiverLoop(name string) {
 	s.mu.Lock()
 	rc := s.receivers[name]
 	delete(s.receivers, name)
@@ -174,7 +184,6 @@ func (s *Service) stopReceiver(ctx context.Context, name string) error {
 		rc.cancel()
 		<-rc.done
 	}
-	return s.purgeWebhooks(ctx, name)
 }
 
 func webhookTarget(r *monitorv1.Receiver) webhook.Target {

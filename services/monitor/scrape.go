@@ -27,8 +27,8 @@ import (
 type scrapeTarget struct {
 	spec   *monitorv1.ScrapeTarget
 	status *monitorv1.ScrapeTargetStatus
-	cancel context.CancelFunc
-	done   chan struct{}
+	// loop scrapes the target; nil unless this replica holds its shard.
+	loop *loopHandle
 }
 
 func (s *Service) validateScrapeTarget(t *monitorv1.ScrapeTarget) error {
@@ -61,38 +61,44 @@ func scrapeView(st *scrapeTarget) *monitorv1.ScrapeTarget {
 	return out
 }
 
-// startScrape registers t and (unless disabled) starts its loop.
+// startScrape registers t and (unless disabled) starts its loop when this
+// replica holds its shard.
 func (s *Service) startScrape(t *monitorv1.ScrapeTarget) {
-	ctx, cancel := context.WithCancel(s.runCtx)
-	st := &scrapeTarget{spec: t, status: &monitorv1.ScrapeTargetStatus{Health: monitorv1.ScrapeHealth_SCRAPE_HEALTH_UNKNOWN}, cancel: cancel, done: make(chan struct{})}
+	st := &scrapeTarget{spec: t, status: &monitorv1.ScrapeTargetStatus{Health: monitorv1.ScrapeHealth_SCRAPE_HEALTH_UNKNOWN}}
 	s.mu.Lock()
 	old := s.targets[t.GetName()]
 	s.targets[t.GetName()] = st
-	s.mu.Unlock()
+	var oldLoop *loopHandle
 	if old != nil {
-		old.cancel()
-		<-old.done
+		oldLoop, old.loop = old.loop, nil
 	}
-	if t.GetDisabled() {
-		close(st.done)
-		return
+	s.mu.Unlock()
+	oldLoop.stop()
+	s.mu.Lock()
+	if ctx, ok := s.ownsLocked(t.GetName()); ok && s.targets[t.GetName()] == st && st.loop == nil && !t.GetDisabled() {
+		s.startScrapeLocked(ctx, st)
 	}
-	s.goLoop(func() { s.scrapeLoop(ctx, st) })
+	s.mu.Unlock()
+}
+
+// startScrapeLocked starts st's loop under ctx; s.mu must be held.
+func (s *Service) startScrapeLocked(ctx context.Context, st *scrapeTarget) {
+	st.loop = s.startLoop(ctx, func(ctx context.Context) { s.scrapeLoop(ctx, st) })
 }
 
 func (s *Service) stopScrape(name string) {
 	s.mu.Lock()
 	st := s.targets[name]
 	delete(s.targets, name)
-	s.mu.Unlock()
+	var loop *loopHandle
 	if st != nil {
-		st.cancel()
-		<-st.done
+		loop, st.loop = st.loop, nil
 	}
+	s.mu.Unlock()
+	loop.stop()
 }
 
 func (s *Service) scrapeLoop(ctx context.Context, st *scrapeTarget) {
-	defer close(st.done)
 	interval := 15 * time.Second
 	if st.spec.GetInterval() != nil {
 		interval = st.spec.GetInterval().AsDuration()
@@ -133,15 +139,25 @@ func (s *Service) scrapeOnce(ctx context.Context, client *http.Client, st *scrap
 	}
 	dur := time.Since(start)
 	var stored uint64
+	var shared []ingest.Series
 	if err == nil {
 		app := s.db.Appender(ctx)
+		described := map[string]bool{}
 		for _, smp := range res.Samples {
 			if _, aerr := app.Append(0, smp.Labels, smp.T, smp.V); aerr == nil {
 				stored++
+				ser := seriesOf(smp.Labels, smp.T, smp.V)
+				if name := smp.Labels.Get(model.MetricNameLabel); !described[name] {
+					described[name] = true
+					m := res.Meta[name]
+					ser.Type, ser.Help, ser.Unit = m.Type, m.Help, m.Unit
+				}
+				shared = append(shared, ser)
 			}
 		}
 		if cerr := app.Commit(); cerr != nil {
 			err = fmt.Errorf("store samples: %w", cerr)
+			shared = nil
 		}
 		for name, m := range res.Meta {
 			s.db.SetMetadata(name, tsstore.Metadata(m))
@@ -157,10 +173,15 @@ func (s *Service) scrapeOnce(ctx context.Context, client *http.Client, st *scrap
 	}
 	app := s.db.Appender(ctx)
 	b.Set(model.MetricNameLabel, "up")
-	_, _ = app.Append(0, b.Labels(), start.UnixMilli(), up)
+	upLabels := b.Labels()
+	_, _ = app.Append(0, upLabels, start.UnixMilli(), up)
 	b.Set(model.MetricNameLabel, "scrape_duration_seconds")
-	_, _ = app.Append(0, b.Labels(), start.UnixMilli(), dur.Seconds())
-	_ = app.Commit()
+	durLabels := b.Labels()
+	_, _ = app.Append(0, durLabels, start.UnixMilli(), dur.Seconds())
+	if app.Commit() == nil {
+		shared = append(shared, seriesOf(upLabels, start.UnixMilli(), up), seriesOf(durLabels, start.UnixMilli(), dur.Seconds()))
+	}
+	s.share(ctx, shared)
 
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -316,7 +337,8 @@ func (s *Service) DeleteScrapeTarget(ctx context.Context, req *monitorv1.DeleteS
 	return &monitorv1.DeleteScrapeTargetResponse{}, nil
 }
 
-// hostMetricsLoop records this host's CPU and memory usage.
+// hostMetricsLoop records this host's CPU and memory usage, labelled with
+// the replica, and hands them to the other replicas like any sample.
 func (s *Service) hostMetricsLoop(ctx context.Context) {
 	t := time.NewTicker(s.cfg.HostMetricsInterval)
 	defer t.Stop()
@@ -328,19 +350,25 @@ func (s *Service) hostMetricsLoop(ctx context.Context) {
 		case <-t.C:
 		}
 		now := time.Now().UnixMilli()
-		app := s.db.Appender(ctx)
+		var series []ingest.Series
 		if cur, err := readCPU(); err == nil {
 			if total := cur.total - prev.total; total > 0 {
 				usage := 1 - float64(cur.idle-prev.idle)/float64(total)
-				_, _ = app.Append(0, labels.FromStrings(model.MetricNameLabel, "opsuite_host_cpu_usage_ratio"), now, math.Max(0, usage))
+				series = append(series, seriesOf(labels.FromStrings(model.MetricNameLabel, "opsuite_host_cpu_usage_ratio", "replica", s.cfg.ReplicaID), now, math.Max(0, usage)))
 			}
 			prev = cur
 		}
 		if ratio, err := readMemUsage(); err == nil {
-			_, _ = app.Append(0, labels.FromStrings(model.MetricNameLabel, "opsuite_host_memory_usage_ratio"), now, ratio)
+			series = append(series, seriesOf(labels.FromStrings(model.MetricNameLabel, "opsuite_host_memory_usage_ratio", "replica", s.cfg.ReplicaID), now, ratio))
+		}
+		app := s.db.Appender(ctx)
+		for _, ser := range series {
+			_, _ = app.Append(0, ser.Labels, ser.T[0], ser.V[0])
 		}
 		if err := app.Commit(); err != nil {
 			s.log.Debug("host metrics", "err", err)
+			continue
 		}
+		s.share(ctx, series)
 	}
 }

@@ -65,9 +65,13 @@ func (s *Service) pushWire(ctx context.Context, raw []byte) (*monitorv1.PushMetr
 	}
 	d := s.decoders.Get().(*ingest.Decoder)
 	defer s.decoders.Put(d) // after store: the series share the decoder's memory
-	series, err := d.DecodeWire(raw, time.Now().UnixMilli())
+	now := time.Now().UnixMilli()
+	series, err := d.DecodeWire(raw, now)
 	if err != nil {
 		return nil, wireStatus(err)
+	}
+	if err := s.publishRaw(ctx, kindPush, raw, now, series); err != nil {
+		return nil, toStatus(err)
 	}
 	res, err := s.store(ctx, series)
 	if err != nil {
@@ -94,9 +98,13 @@ func (s *Service) pushStreamWire(stream grpc.ServerStream) error {
 			}
 			return err
 		}
-		series, err := d.DecodeWireStream(streamPrefix(batches), in.ProtoReflect().GetUnknown(), time.Now().UnixMilli())
+		raw, now := in.ProtoReflect().GetUnknown(), time.Now().UnixMilli()
+		series, err := d.DecodeWireStream(streamPrefix(batches), raw, now)
 		if err != nil {
 			return wireStatus(err)
+		}
+		if err := s.publishRaw(stream.Context(), kindStream, raw, now, series); err != nil {
+			return toStatus(err)
 		}
 		res, err := s.store(stream.Context(), series)
 		if err != nil {
