@@ -637,21 +637,31 @@ func (p *Platform) Abort(ctx context.Context, t Target, stableRevision int64, o 
 // Scale sets the serving slot's replica count and waits until the pods
 // are available.
 func (p *Platform) Scale(ctx context.Context, t Target, replicas int32) error {
-	o := Options{Replicas: replicas}
-	if err := p.prepare(ctx, t, nil, &o); err != nil {
-		return err
-	}
-	slot, canary, err := p.activeSlot(ctx, t)
+	slot, err := p.servingSlot(ctx, t, "scale", &Options{Replicas: replicas})
 	if err != nil {
 		return err
 	}
+	return p.scaleSlot(ctx, t, slot, replicas, true)
+}
+
+// servingSlot prepares o for t and returns the slot serving it, for an
+// operation (op) on the whole serving revision: one that needs a revision
+// deployed and no canary in progress.
+func (p *Platform) servingSlot(ctx context.Context, t Target, op string, o *Options) (string, error) {
+	if err := p.prepare(ctx, t, nil, o); err != nil {
+		return "", err
+	}
+	slot, canary, err := p.activeSlot(ctx, t)
+	if err != nil {
+		return "", err
+	}
 	if slot == "" {
-		return fmt.Errorf("kubernetes: scale %s/%s: nothing deployed: %w", t.App, t.Environment, driver.ErrNotFound)
+		return "", fmt.Errorf("kubernetes: %s %s/%s: nothing deployed: %w", op, t.App, t.Environment, driver.ErrNotFound)
 	}
 	if canary {
-		return fmt.Errorf("kubernetes: scale %s/%s: a canary is in progress: %w", t.App, t.Environment, ErrNotReady)
+		return "", fmt.Errorf("kubernetes: %s %s/%s: a canary is in progress: %w", op, t.App, t.Environment, ErrNotReady)
 	}
-	return p.scaleSlot(ctx, t, slot, replicas, true)
+	return slot, nil
 }
 
 // Delete removes everything the deployer created for the environment: the

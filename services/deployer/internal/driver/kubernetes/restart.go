@@ -27,18 +27,9 @@ const AnnotationRestart = "opsuite.restart"
 // the Deployment rolls out with its maxSurge/maxUnavailable, and Restart
 // waits for that rollout. Calling it again with the same token only waits.
 func (p *Platform) Restart(ctx context.Context, t Target, token string, o Options) error {
-	if err := p.prepare(ctx, t, nil, &o); err != nil {
-		return err
-	}
-	slot, canary, err := p.activeSlot(ctx, t)
+	slot, err := p.servingSlot(ctx, t, "restart", &o)
 	if err != nil {
 		return err
-	}
-	if slot == "" {
-		return fmt.Errorf("kubernetes: restart %s/%s: nothing deployed: %w", t.App, t.Environment, driver.ErrNotFound)
-	}
-	if canary {
-		return fmt.Errorf("kubernetes: restart %s/%s: a canary is in progress: %w", t.App, t.Environment, ErrNotReady)
 	}
 	d, err := p.getDeployment(ctx, t, slot)
 	if err != nil {
