@@ -39,16 +39,7 @@ func (m *mirror) get(k string) (string, bool) {
 // handle, and a context for the test.
 func bucket(t *testing.T) (context.Context, jetstream.JetStream, jetstream.KeyValue) {
 	t.Helper()
-	srv := natstest.Start(t, "")
-	nc, err := srv.Connect("kvwatch-test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, js := natstest.Start(t, "").Client(t, "kvwatch-test")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	t.Cleanup(cancel)
 	kv, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "kvwatch_test"})

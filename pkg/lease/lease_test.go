@@ -31,15 +31,7 @@ type replica struct {
 // open connects a new replica named holder to srv.
 func open(t *testing.T, srv *natstest.Server, holder string) *replica {
 	t.Helper()
-	nc, err := srv.Connect(holder)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	nc, js := srv.Client(t, holder)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	st, err := Open(ctx, js, Config{Holder: holder})

@@ -65,15 +65,7 @@ func (f *fleet) since(name string, t0 time.Time) []hit {
 // can be cut off alone.
 func replicaConn(t *testing.T, e *env, name string) (*nats.Conn, jetstream.JetStream, *eventbus.Bus) {
 	t.Helper()
-	nc, err := e.srv.Connect(name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	nc, js := e.srv.Client(t, name)
 	bus, err := eventbus.New(t.Context(), nc, eventbus.Config{Source: "test"}, nil)
 	if err != nil {
 		t.Fatal(err)

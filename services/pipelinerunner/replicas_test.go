@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	pb "github.com/opsuite/opsuite/gen/opsuite/pipelinerunner/v1"
 	"github.com/opsuite/opsuite/pkg/eventbus"
 	"github.com/opsuite/opsuite/pkg/grpcserver/grpctest"
@@ -31,15 +30,7 @@ type replica struct {
 
 func startReplica(t *testing.T, e *env, id string) *replica {
 	t.Helper()
-	nc, err := e.nats.Connect(id)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	nc, js := e.nats.Client(t, id)
 	bus, err := eventbus.New(t.Context(), nc, eventbus.Config{Source: "opsuite/pipelinerunner"}, nil)
 	if err != nil {
 		t.Fatal(err)

@@ -49,3 +49,20 @@ func (s *Server) Stop() {
 	s.Conn.Close()
 	s.Server.Shutdown()
 }
+
+// Client is a new connection named name and its JetStream, for a test
+// that needs one of its own (a replica to cut off alone); closed when the
+// test ends.
+func (s *Server) Client(tb testing.TB, name string) (*nats.Conn, jetstream.JetStream) {
+	tb.Helper()
+	nc, err := s.Connect(name)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return nc, js
+}
