@@ -4,12 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/prometheus/common/model"
+	"hash/fnv"
 	"maps"
 	"math"
 	"net/url"
 	"strconv"
 	"time"
+
+	"github.com/prometheus/common/model"
 
 	eventsv1 "github.com/opsuite/opsuite/gen/opsuite/events/v1"
 	monitorv1 "github.com/opsuite/opsuite/gen/opsuite/monitor/v1"
@@ -102,7 +104,26 @@ func (s *Service) rebuildWatchLocked() {
 	s.watch.Store(&w)
 }
 
-type activeKey struct{ rule, fingerprint string }
+// activeKey finds a rule's active alert by the hash of its labels (the
+// number its fingerprint spells in hex), so an evaluation looks alerts up
+// without making a string per series.
+type activeKey struct {
+	rule string
+	fp   uint64
+}
+
+// keyOf is a's key; a fingerprint that is not 16 hex digits (never made
+// here) is hashed instead, so the alert still resolves when its rule no
+// longer matches it.
+func keyOf(a *monitorv1.Alert) activeKey {
+	fp, err := strconv.ParseUint(a.GetFingerprint(), 16, 64)
+	if err != nil || len(a.GetFingerprint()) != 16 {
+		h := fnv.New64a()
+		_, _ = h.Write([]byte(a.GetFingerprint()))
+		fp = h.Sum64()
+	}
+	return activeKey{rule: a.GetRule(), fp: fp}
+}
 
 // transition is what happened to an alert in one evaluation.
 type transition int
@@ -461,7 +482,7 @@ func sameLabels(m map[string]string, ls labels.Labels) bool {
 // map (fixed by the fingerprint) and annotations without templates are
 // kept, not rebuilt.
 func (s *Service) applyAlerts(ctx context.Context, g *group, r *compiledRule, vec promql.Vector, now time.Time) {
-	cands := make(map[string]candidate, len(vec))
+	cands := make(map[uint64]candidate, len(vec))
 	b := labels.NewBuilder(labels.EmptyLabels())
 	for _, smp := range vec {
 		if smp.H != nil {
@@ -481,7 +502,7 @@ func (s *Service) applyAlerts(ctx context.Context, g *group, r *compiledRule, ve
 		}
 		b.Set(labels.AlertName, r.alertName)
 		ls := b.Labels()
-		fp := fingerprint(ls.Hash())
+		fp := ls.Hash()
 		if _, dup := cands[fp]; dup {
 			continue
 		}
@@ -504,12 +525,13 @@ func (s *Service) applyAlerts(ctx context.Context, g *group, r *compiledRule, ve
 	nowPB := timestamppb.New(now)
 	s.mu.Lock()
 	for fp, c := range cands {
-		key := activeKey{rule: r.spec.GetName(), fingerprint: fp}
+		key := activeKey{rule: r.spec.GetName(), fp: fp}
 		a := s.alerts[s.active[key]]
 		tr := transNone
 		if a == nil {
+			fps := fingerprint(fp)
 			a = &monitorv1.Alert{
-				Id: alertID(fp, now), Fingerprint: fp, State: monitorv1.AlertState_ALERT_STATE_PENDING,
+				Id: alertID(fps, now), Fingerprint: fps, State: monitorv1.AlertState_ALERT_STATE_PENDING,
 				Rule: r.spec.GetName(), RuleGroup: g.spec.GetName(), Expr: r.expr, ActiveAt: nowPB,
 			}
 			a.GeneratorUrl = s.generatorURL(a.GetId())
@@ -550,7 +572,7 @@ func (s *Service) applyAlerts(ctx context.Context, g *group, r *compiledRule, ve
 		if key.rule != r.spec.GetName() {
 			continue
 		}
-		if _, ok := cands[key.fingerprint]; ok {
+		if _, ok := cands[key.fp]; ok {
 			continue
 		}
 		a := s.alerts[id]

@@ -228,7 +228,7 @@ func (s *Service) applyAlert(e jetstream.KeyValueEntry) {
 // adoptAlertLocked makes a (nil: deleted) the alert id; s.mu must be held.
 func (s *Service) adoptAlertLocked(id string, a *monitorv1.Alert) {
 	if old := s.alerts[id]; old != nil && isActive(old) {
-		k := activeKey{rule: old.GetRule(), fingerprint: old.GetFingerprint()}
+		k := keyOf(old)
 		if s.active[k] == id {
 			delete(s.active, k)
 		}
@@ -243,7 +243,7 @@ func (s *Service) adoptAlertLocked(id string, a *monitorv1.Alert) {
 	}
 	s.alerts[id] = a
 	if isActive(a) {
-		s.active[activeKey{rule: a.GetRule(), fingerprint: a.GetFingerprint()}] = id
+		s.active[keyOf(a)] = id
 	}
 }
 

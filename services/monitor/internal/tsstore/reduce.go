@@ -72,9 +72,10 @@ type Reader struct {
 	h       *histogram.Histogram
 	out     []SeriesValue
 
-	// HeadReads and QuerierReads count the calls each way answered, for
-	// tests and benchmarks.
-	HeadReads, QuerierReads int
+	// HeadReads and QuerierReads count the calls each way answered, and
+	// CacheHits the series whose newest sample came from the store's
+	// latest-sample cache, for tests and benchmarks.
+	HeadReads, QuerierReads, CacheHits int
 }
 
 // NewReader returns a Reader of s.
@@ -164,6 +165,18 @@ func (r *Reader) reduceHead(ctx context.Context, red Reduction, lo, maxt int64, 
 		if anyDeleted {
 			if deleted, err = tr.Get(ref); err != nil {
 				return true, fmt.Errorf("tsstore: tombstones of series %d: %w", ref, err)
+			}
+		}
+		// The newest sample, when the cache knows it and it is in the
+		// window, answers Latest and LastOverTime (a staleness marker
+		// needs the chunks: last_over_time looks past it).
+		if !anyDeleted && (red == Latest || red == LastOverTime) {
+			if t, v, ok := r.store.latest.get(ref); ok && t <= maxt && !value.IsStaleNaN(v) {
+				r.CacheHits++
+				if t >= lo {
+					r.out = append(r.out, SeriesValue{Labels: r.builder.Labels(), F: v})
+				}
+				continue
 			}
 		}
 		acc := reducer{red: red}

@@ -55,6 +55,8 @@ type Store struct {
 
 	mu   sync.RWMutex
 	meta map[string]Metadata
+
+	latest latest
 }
 
 // Open opens (or creates) the store in opts.Dir; it replays the write-ahead
@@ -113,8 +115,11 @@ func (s *Store) Engine() *promql.Engine { return s.engine }
 // Queryable is the store for PromQL and direct reads.
 func (s *Store) Queryable() storage.Queryable { return s.db }
 
-// Appender starts an append transaction.
-func (s *Store) Appender(ctx context.Context) storage.Appender { return s.db.Appender(ctx) }
+// Appender starts an append transaction. Append through it, not through
+// DB(): it keeps the newest sample of each series that Reader uses.
+func (s *Store) Appender(ctx context.Context) storage.Appender {
+	return s.latest.newAppender(s.db.Appender(ctx))
+}
 
 // DB is the underlying TSDB, for tests and benchmarks.
 func (s *Store) DB() *tsdb.DB { return s.db }
