@@ -5,6 +5,7 @@ import (
 	"math"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -138,7 +139,11 @@ func TestLatestSampleCacheUnderConcurrentAppends(t *testing.T) {
 	for i := range ls {
 		ls[i] = labels.FromStrings("__name__", "m", "host", "h"+strconv.Itoa(i))
 	}
-	var wg sync.WaitGroup
+	var (
+		wg        sync.WaitGroup
+		committed atomic.Int64 // the newest time committed for every series
+	)
+	committed.Store(start - 1)
 	stop := make(chan struct{})
 	errs := make(chan error, 2)
 	wg.Add(1)
@@ -161,13 +166,16 @@ func TestLatestSampleCacheUnderConcurrentAppends(t *testing.T) {
 				errs <- err
 				return
 			}
+			committed.Store(ts)
 		}
 	}()
 	r := s.NewReader()
 	deadline := time.Now().Add(time.Second)
 	reads := 0
 	for time.Now().Before(deadline) {
-		maxt := start + int64(reads%2000)
+		// At the newest committed time (the cache answers, unless a commit
+		// lands meanwhile), or before it (the chunks answer).
+		maxt := committed.Load() - int64(reads%3)
 		out, err := r.Reduce(context.Background(), LastOverTime, maxt-1000, maxt, labels.MustNewMatcher(labels.MatchEqual, "__name__", "m"))
 		if err != nil {
 			t.Fatal(err)

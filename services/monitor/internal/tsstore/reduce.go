@@ -209,6 +209,11 @@ func (r *Reader) reduceHead(ctx context.Context, red Reduction, lo, maxt int64, 
 // deleted, oldest first.
 func (r *Reader) scanChunk(cr tsdb.ChunkReader, m chunks.Meta, lo, maxt int64, deleted tombstones.Intervals, acc *reducer) error {
 	chk, iterable, err := cr.ChunkOrIterable(m)
+	if errors.Is(err, storage.ErrNotFound) {
+		// A series being created as we read (listed, no sample committed
+		// yet) or collected since: nothing of it to count.
+		return nil
+	}
 	if err != nil {
 		return fmt.Errorf("tsstore: chunk %d: %w", m.Ref, err)
 	}
