@@ -130,23 +130,21 @@ func spawnChild(t *testing.T, natsURL, dataDir string, env ...string) *child {
 	return &child{cmd: cmd, client: monitorv1.NewMonitorServiceClient(conn), conn: conn}
 }
 
-// TestSIGKILLWhileFiring kills a monitor process with SIGKILL while its
-// alert fires; the restarted process keeps the alert firing with the same
-// start time and sends no second notification.
-func TestSIGKILLWhileFiring(t *testing.T) {
-	if testing.Short() {
-		t.Skip("spawns monitor processes")
-	}
+// natsForChildren starts an embedded NATS on a loopback port that monitor
+// child processes reach, with the event streams, and connects to it; both
+// end with the test.
+func natsForChildren(t *testing.T) (*natsembed.Server, *nats.Conn, jetstream.JetStream) {
+	t.Helper()
 	srv, err := natsembed.Start(natsembed.Config{DataDir: t.TempDir(), ListenAddr: "127.0.0.1:0"}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer srv.Shutdown()
+	t.Cleanup(srv.Shutdown)
 	nc, err := srv.Connect("test")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer nc.Close()
+	t.Cleanup(nc.Close)
 	js, err := jetstream.New(nc)
 	if err != nil {
 		t.Fatal(err)
@@ -154,6 +152,17 @@ func TestSIGKILLWhileFiring(t *testing.T) {
 	if _, err := eventbus.New(t.Context(), nc, eventbus.Config{Source: "test"}, nil); err != nil {
 		t.Fatal(err)
 	}
+	return srv, nc, js
+}
+
+// TestSIGKILLWhileFiring kills a monitor process with SIGKILL while its
+// alert fires; the restarted process keeps the alert firing with the same
+// start time and sends no second notification.
+func TestSIGKILLWhileFiring(t *testing.T) {
+	if testing.Short() {
+		t.Skip("spawns monitor processes")
+	}
+	srv, nc, js := natsForChildren(t)
 	ev := watchEvents(t, nc)
 	dataDir := t.TempDir()
 	ctx := t.Context()
@@ -219,23 +228,7 @@ func TestSIGKILLWhileWebhookFails(t *testing.T) {
 	if testing.Short() {
 		t.Skip("spawns monitor processes")
 	}
-	srv, err := natsembed.Start(natsembed.Config{DataDir: t.TempDir(), ListenAddr: "127.0.0.1:0"}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Shutdown()
-	nc, err := srv.Connect("test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := eventbus.New(t.Context(), nc, eventbus.Config{Source: "test"}, nil); err != nil {
-		t.Fatal(err)
-	}
+	srv, _, js := natsForChildren(t)
 	hook := newFlakyHook(t)
 	hook.slow.Store(true)
 	dataDir := t.TempDir()

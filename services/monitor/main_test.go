@@ -63,10 +63,13 @@ type instance struct {
 	stop   func()
 }
 
-// start runs a service on e, served over an in-memory gRPC listener.
+// start runs a service on e, served over an in-memory gRPC listener, in
+// e's data dir unless cfg names one.
 func (e *env) start(t testing.TB, cfg monitor.Config) *instance {
 	t.Helper()
-	cfg.DataDir = e.dataDir
+	if cfg.DataDir == "" {
+		cfg.DataDir = e.dataDir
+	}
 	if cfg.HostMetricsInterval == 0 {
 		cfg.HostMetricsInterval = -1
 	}

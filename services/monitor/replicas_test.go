@@ -9,43 +9,13 @@ import (
 	"time"
 
 	monitorv1 "github.com/opsuite/opsuite/gen/opsuite/monitor/v1"
-	"github.com/opsuite/opsuite/pkg/grpcserver/grpctest"
 	"github.com/opsuite/opsuite/services/monitor"
 )
 
 // startReplica runs a monitor on e's NATS with its own data dir and id.
 func (e *env) startReplica(t testing.TB, id string) *instance {
 	t.Helper()
-	cfg := monitor.Config{DataDir: t.TempDir(), ReplicaID: id, HostMetricsInterval: -1, LeaseTTL: 2 * time.Second, Shards: 8}
-	svc, err := monitor.New(cfg, monitor.Deps{JetStream: e.js, Events: e.bus, Consumer: e.bus})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		if err := svc.Run(ctx); err != nil {
-			t.Errorf("Run %s: %v", id, err)
-		}
-	}()
-	select {
-	case <-svc.Ready():
-	case <-time.After(20 * time.Second):
-		t.Fatalf("replica %s not ready", id)
-	}
-	srv := grpctest.Serve(t, svc.Register, grpctest.Options{})
-	var once sync.Once
-	stop := func() {
-		once.Do(func() {
-			srv.Stop()
-			cancel()
-			wg.Wait()
-		})
-	}
-	t.Cleanup(stop)
-	return &instance{svc: svc, client: monitorv1.NewMonitorServiceClient(srv.Conn), conn: srv.Conn, stop: stop}
+	return e.start(t, monitor.Config{DataDir: t.TempDir(), ReplicaID: id, LeaseTTL: 2 * time.Second, Shards: 8})
 }
 
 func loadGroup(name string, forDur time.Duration) *monitorv1.RuleGroup {
