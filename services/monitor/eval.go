@@ -46,9 +46,50 @@ type group struct {
 type evalBuffers struct {
 	reader *tsstore.Reader
 	vec    promql.Vector
+
+	// What applyAlerts reuses from one evaluation to the next, so an alert
+	// that stays as it was costs no allocation: the candidates, the
+	// builders, and the label sets made in the last evaluation and this
+	// one, by rule and hash.
+	cands                 map[uint64]candidate
+	builder               *labels.Builder
+	scratchB              labels.ScratchBuilder
+	scratch               labels.Labels
+	labelsPrev, labelsCur map[activeKey]labels.Labels
 }
 
-func (s *Service) newEvalBuffers() *evalBuffers { return &evalBuffers{reader: s.db.NewReader()} }
+func (s *Service) newEvalBuffers() *evalBuffers {
+	return &evalBuffers{
+		reader: s.db.NewReader(), cands: map[uint64]candidate{}, builder: labels.NewBuilder(labels.EmptyLabels()),
+		labelsPrev: map[activeKey]labels.Labels{}, labelsCur: map[activeKey]labels.Labels{},
+	}
+}
+
+// alertLabels returns the label set b holds and its hash: the one made for
+// rule in this or the last evaluation when it is the same, else a new one.
+func (buf *evalBuffers) alertLabels(rule string, b *labels.Builder) (labels.Labels, uint64) {
+	buf.scratchB.Reset()
+	b.Range(func(l labels.Label) { buf.scratchB.Add(l.Name, l.Value) })
+	buf.scratchB.Sort()
+	buf.scratchB.Overwrite(&buf.scratch)
+	key := activeKey{rule: rule, fp: buf.scratch.Hash()}
+	if ls, ok := buf.labelsCur[key]; ok && labels.Equal(ls, buf.scratch) {
+		return ls, key.fp
+	}
+	ls, ok := buf.labelsPrev[key]
+	if !ok || !labels.Equal(ls, buf.scratch) {
+		ls = buf.scratch.Copy()
+	}
+	buf.labelsCur[key] = ls
+	return ls, key.fp
+}
+
+// endEval forgets the label sets no alert used in the evaluation that
+// ended.
+func (buf *evalBuffers) endEval() {
+	buf.labelsPrev, buf.labelsCur = buf.labelsCur, buf.labelsPrev
+	clear(buf.labelsCur)
+}
 
 // minWakeSpacing bounds push-triggered evaluations of one group.
 const minWakeSpacing = 100 * time.Millisecond
@@ -354,6 +395,7 @@ func (s *Service) nextDeadline(g *group) time.Time {
 }
 
 func (s *Service) evalGroup(ctx context.Context, g *group, now time.Time, alertsOnly bool, buf *evalBuffers) {
+	defer buf.endEval()
 	for _, r := range g.rules {
 		if ctx.Err() != nil {
 			return
@@ -385,7 +427,7 @@ func (s *Service) evalGroup(ctx context.Context, g *group, now time.Time, alerts
 			s.record(ctx, g, r, vec, now)
 			continue
 		}
-		s.applyAlerts(ctx, g, r, vec, now)
+		s.applyAlerts(ctx, g, r, vec, now, buf)
 	}
 }
 
@@ -481,9 +523,10 @@ func sameLabels(m map[string]string, ls labels.Labels) bool {
 // alert that stays as it was costs its fingerprint and a look-up: its label
 // map (fixed by the fingerprint) and annotations without templates are
 // kept, not rebuilt.
-func (s *Service) applyAlerts(ctx context.Context, g *group, r *compiledRule, vec promql.Vector, now time.Time) {
-	cands := make(map[uint64]candidate, len(vec))
-	b := labels.NewBuilder(labels.EmptyLabels())
+func (s *Service) applyAlerts(ctx context.Context, g *group, r *compiledRule, vec promql.Vector, now time.Time, buf *evalBuffers) {
+	cands := buf.cands
+	clear(cands)
+	b := buf.builder
 	for _, smp := range vec {
 		if smp.H != nil {
 			continue
@@ -501,8 +544,7 @@ func (s *Service) applyAlerts(ctx context.Context, g *group, r *compiledRule, ve
 			b.Set(k, s.expand(ctx, r.spec.GetName(), v, seriesLabels, smp, now))
 		}
 		b.Set(labels.AlertName, r.alertName)
-		ls := b.Labels()
-		fp := ls.Hash()
+		ls, fp := buf.alertLabels(r.spec.GetName(), b)
 		if _, dup := cands[fp]; dup {
 			continue
 		}
