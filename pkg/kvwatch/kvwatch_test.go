@@ -89,17 +89,33 @@ func TestMirrorLoadsThenFollows(t *testing.T) {
 		mi.Run(runCtx)
 		close(done)
 	}()
-	if _, err := kv.PutString(ctx, "d", "v-d"); err != nil {
+	rev, err := kv.PutString(ctx, "d", "v-d")
+	if err != nil {
 		t.Fatal(err)
+	}
+	// A writer reads itself back: once WaitApplied returns, apply has
+	// seen its revision.
+	if err := mi.WaitApplied(ctx, rev); err != nil {
+		t.Fatal(err)
+	}
+	if d, _ := m.get("d"); d != "v-d" {
+		t.Fatalf("WaitApplied(%d) returned before d was applied: %v", rev, m.m)
 	}
 	if err := kv.Delete(ctx, "a"); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the put of d and the delete of a", func() bool {
-		_, hasA := m.get("a")
-		d, _ := m.get("d")
-		return d == "v-d" && !hasA
-	})
+	// CaughtUp covers what the bucket holds, written by anyone.
+	if err := mi.CaughtUp(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, hasA := m.get("a"); hasA {
+		t.Fatalf("CaughtUp returned before the delete of a was applied: %v", m.m)
+	}
+	short, cancelShort := context.WithTimeout(ctx, 100*time.Millisecond)
+	defer cancelShort()
+	if err := mi.WaitApplied(short, rev+100); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("WaitApplied for a revision never written = %v, want the context's error", err)
+	}
 	stop()
 	select {
 	case <-done:

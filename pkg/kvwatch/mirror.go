@@ -42,6 +42,7 @@ type Mirror struct {
 	mu       sync.Mutex
 	w        jetstream.KeyWatcher
 	applied  uint64
+	changed  chan struct{} // closed and replaced when applied advances
 	restarts int
 	// floor is the bucket's last revision when the current watch began:
 	// once that watch has delivered its initial values, every revision up
@@ -58,7 +59,7 @@ func StartMirror(ctx context.Context, kv jetstream.KeyValue, apply func(jetstrea
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
-	m := &Mirror{kv: kv, apply: apply, cfg: cfg}
+	m := &Mirror{kv: kv, apply: apply, cfg: cfg, changed: make(chan struct{})}
 	w, err := kv.WatchAll(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("watch bucket %s: %w", kv.Bucket(), err)
@@ -85,15 +86,61 @@ func (m *Mirror) Restarts() int {
 	return m.restarts
 }
 
-func (m *Mirror) applyOnce(e jetstream.KeyValueEntry) {
+// Changed is closed the next time Applied advances: take it, check
+// Applied, then wait on it.
+func (m *Mirror) Changed() <-chan struct{} {
 	m.mu.Lock()
-	if e.Revision() <= m.applied {
-		m.mu.Unlock()
+	defer m.mu.Unlock()
+	return m.changed
+}
+
+// WaitApplied waits until the mirror has applied revision rev (a write of
+// this process reading itself back), or ctx ends.
+func (m *Mirror) WaitApplied(ctx context.Context, rev uint64) error {
+	for {
+		ch := m.Changed()
+		if m.Applied() >= rev {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return fmt.Errorf("mirror of %s at revision %d, waiting for %d: %w", m.kv.Bucket(), m.Applied(), rev, ctx.Err())
+		}
+	}
+}
+
+// CaughtUp waits until the mirror holds everything the bucket held when it
+// was called, or ctx ends.
+func (m *Mirror) CaughtUp(ctx context.Context) error {
+	last, _, err := m.behind(ctx)
+	if err != nil {
+		return fmt.Errorf("status of %s: %w", m.kv.Bucket(), err)
+	}
+	return m.WaitApplied(ctx, last)
+}
+
+// applyOnce hands e to apply unless its revision was applied already;
+// Applied advances once apply returns. Entries come from one goroutine at
+// a time (StartMirror, then Run).
+func (m *Mirror) applyOnce(e jetstream.KeyValueEntry) {
+	if e.Revision() <= m.Applied() {
 		return
 	}
-	m.applied = e.Revision()
-	m.mu.Unlock()
 	m.apply(e)
+	m.advance(e.Revision())
+}
+
+// advance records rev as applied and wakes the waiters.
+func (m *Mirror) advance(rev uint64) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if rev <= m.applied {
+		return
+	}
+	m.applied = rev
+	close(m.changed)
+	m.changed = make(chan struct{})
 }
 
 // Run follows the bucket's changes until ctx ends, then stops its watch.
@@ -131,8 +178,9 @@ func (m *Mirror) Run(ctx context.Context) {
 				continue
 			}
 			m.mu.Lock()
-			m.applied = max(m.applied, m.floor)
+			floor := m.floor
 			m.mu.Unlock()
+			m.advance(floor)
 		case <-tick.C:
 			if !quiet {
 				quiet = true

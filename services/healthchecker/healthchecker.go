@@ -97,10 +97,9 @@ type Service struct {
 	owned   map[int]context.Context // shards this replica checks → their ownership
 	runCtx  context.Context         //nolint:containedctx // the Run context, for forwarded requests
 	loops   sync.WaitGroup
-
-	appliedMu sync.Mutex
-	applied   uint64        // last bucket revision mirrored into targets
-	appliedCh chan struct{} // closed and replaced when applied advances
+	// mirror keeps targets current with the bucket; set once Run has
+	// loaded it.
+	mirror *kvwatch.Mirror
 }
 
 // New builds the service; Run loads the stored targets and starts checking.
@@ -141,7 +140,6 @@ func New(cfg Config, deps Deps) (*Service, error) {
 		draining:    make(chan struct{}),
 		targets:     map[string]*target{},
 		owned:       map[int]context.Context{},
-		appliedCh:   make(chan struct{}),
 	}
 	s.metrics = newMetrics(s)
 	if deps.Registerer != nil {
@@ -188,6 +186,9 @@ func (s *Service) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("healthchecker: %w", err)
 	}
+	s.mu.Lock()
+	s.mirror = targets
+	s.mu.Unlock()
 
 	var wg sync.WaitGroup
 	shardErr := make(chan error, 1)

@@ -126,7 +126,6 @@ func (s *Service) maybeStartLocked(t *target) {
 // removed (by any replica), or a new status written by the replica that
 // checks it.
 func (s *Service) apply(e jetstream.KeyValueEntry) {
-	defer s.advance(e.Revision())
 	name := e.Key()
 	s.mu.RLock()
 	old := s.targets[name]
@@ -218,27 +217,20 @@ func (s *Service) adoptStatus(t *target, st *hcv1.TargetStatus, rev uint64) {
 	})
 }
 
-// advance records that the mirror reached revision rev.
-func (s *Service) advance(rev uint64) {
-	s.appliedMu.Lock()
-	defer s.appliedMu.Unlock()
-	if rev <= s.applied {
+// waitApplied waits until done holds, looking again each time the mirror
+// applies a change, so a call reads its own writes; it gives up after a
+// while (the write itself succeeded).
+func (s *Service) waitApplied(ctx context.Context, done func() bool) {
+	s.mu.RLock()
+	m := s.mirror
+	s.mu.RUnlock()
+	if m == nil {
 		return
 	}
-	s.applied = rev
-	close(s.appliedCh)
-	s.appliedCh = make(chan struct{})
-}
-
-// waitApplied waits until the mirror reached revision rev, so a call reads
-// its own writes; it gives up after a while (the write itself succeeded).
-func (s *Service) waitApplied(ctx context.Context, done func() bool) {
 	deadline := time.NewTimer(10 * time.Second)
 	defer deadline.Stop()
 	for {
-		s.appliedMu.Lock()
-		ch := s.appliedCh
-		s.appliedMu.Unlock()
+		ch := m.Changed()
 		if done() {
 			return
 		}
@@ -268,11 +260,10 @@ func (s *Service) waitKnown(ctx context.Context, name string) {
 
 // waitRevision waits until the mirror reached revision rev.
 func (s *Service) waitRevision(ctx context.Context, rev uint64) {
-	s.waitApplied(ctx, func() bool {
-		s.appliedMu.Lock()
-		defer s.appliedMu.Unlock()
-		return s.applied >= rev
-	})
+	s.mu.RLock()
+	m := s.mirror
+	s.mu.RUnlock()
+	s.waitApplied(ctx, func() bool { return m.Applied() >= rev })
 }
 
 // forwarded is one call another replica forwarded: its method and request.

@@ -6,9 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"sync"
-	"sync/atomic"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/opsuite/opsuite/pkg/kvwatch"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -36,11 +36,9 @@ type kvTable[T proto.Message] struct {
 	mu   sync.Mutex
 	revs map[string]uint64 // by name
 
-	// applied is the last bucket revision the mirror handed over;
-	// appliedCh is closed and replaced whenever it advances.
-	applied   atomic.Uint64
-	appliedMu sync.Mutex
-	appliedCh chan struct{}
+	// mirror keeps this replica's copy current (replicas.go); set before
+	// the shards run.
+	mirror *kvwatch.Mirror
 }
 
 func openTable[T proto.Message](ctx context.Context, js jetstream.JetStream, bucket, desc string, replicas int, newMsg func() T) (*kvTable[T], error) {
@@ -54,7 +52,7 @@ func openTable[T proto.Message](ctx context.Context, js jetstream.JetStream, buc
 	if err != nil {
 		return nil, fmt.Errorf("open bucket %s: %w", bucket, err)
 	}
-	return &kvTable[T]{kv: kv, newMsg: newMsg, revs: map[string]uint64{}, appliedCh: make(chan struct{})}, nil
+	return &kvTable[T]{kv: kv, newMsg: newMsg, revs: map[string]uint64{}}, nil
 }
 
 func kvKey(name string) string { return base64.RawURLEncoding.EncodeToString([]byte(name)) }
@@ -161,39 +159,4 @@ func (t *kvTable[T]) decode(e jetstream.KeyValueEntry) (T, error) {
 		return m, fmt.Errorf("decode %s from %s: %w", e.Key(), t.kv.Bucket(), err)
 	}
 	return m, nil
-}
-
-// markApplied records that the mirror handed over revision rev.
-func (t *kvTable[T]) markApplied(rev uint64) {
-	t.appliedMu.Lock()
-	defer t.appliedMu.Unlock()
-	if rev <= t.applied.Load() {
-		return
-	}
-	t.applied.Store(rev)
-	close(t.appliedCh)
-	t.appliedCh = make(chan struct{})
-}
-
-// caughtUp waits until the mirror applied every change the bucket held when
-// it was called, or ctx ends.
-func (t *kvTable[T]) caughtUp(ctx context.Context) error {
-	st, err := t.kv.Status(ctx)
-	if err != nil {
-		return fmt.Errorf("status of %s: %w", t.kv.Bucket(), err)
-	}
-	last := st.(*jetstream.KeyValueBucketStatus).StreamInfo().State.LastSeq
-	for {
-		t.appliedMu.Lock()
-		ch := t.appliedCh
-		t.appliedMu.Unlock()
-		if t.applied.Load() >= last {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("mirror of %s at revision %d of %d: %w", t.kv.Bucket(), t.applied.Load(), last, ctx.Err())
-		case <-ch:
-		}
-	}
 }

@@ -122,14 +122,11 @@ func (s *Service) restore(ctx context.Context) error {
 // mirror hands t's current values to apply, then follows its changes in a
 // loop of s.
 func mirror[T proto.Message](ctx context.Context, s *Service, t *kvTable[T], apply func(jetstream.KeyValueEntry)) error {
-	each := func(e jetstream.KeyValueEntry) {
-		apply(e)
-		t.markApplied(e.Revision())
-	}
-	m, err := kvwatch.StartMirror(ctx, t.kv, each, kvwatch.MirrorConfig{Log: s.log})
+	m, err := kvwatch.StartMirror(ctx, t.kv, apply, kvwatch.MirrorConfig{Log: s.log})
 	if err != nil {
 		return err
 	}
+	t.mirror = m
 	s.goLoop(func() { m.Run(ctx) })
 	return nil
 }
@@ -355,8 +352,8 @@ func (s *Service) applyTarget(e jetstream.KeyValueEntry) {
 // its targets until ctx ends (shard lost or handed over), then stop them.
 func (s *Service) runShard(ctx context.Context, n int) {
 	wctx, cancel := context.WithTimeout(ctx, catchUpWait)
-	for _, caughtUp := range []func(context.Context) error{s.alertsKV.caughtUp, s.ruleGroups.caughtUp} {
-		if err := caughtUp(wctx); err != nil && ctx.Err() == nil {
+	for _, m := range []*kvwatch.Mirror{s.alertsKV.mirror, s.ruleGroups.mirror} {
+		if err := m.CaughtUp(wctx); err != nil && ctx.Err() == nil {
 			s.log.Warn("taking a shard with mirrors behind", "shard", n, "err", err)
 		}
 	}
