@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	deployerv1 "github.com/opsuite/opsuite/gen/opsuite/deployer/v1"
 	eventsv1 "github.com/opsuite/opsuite/gen/opsuite/events/v1"
 	lav1 "github.com/opsuite/opsuite/gen/opsuite/logaggregator/v1"
@@ -89,15 +88,7 @@ func TestLogAggregatorReplicas(t *testing.T) {
 		return lav1.NewLogAggregatorServiceClient(r.conn)
 	}
 
-	nc, err := nats.Connect(ns.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	nc, js := natsClient(t, ns.ClientURL())
 	// signature.new as a plain NATS subscriber sees it: every publication,
 	// de-duplicated by the events stream or not.
 	var evMu sync.Mutex

@@ -10,8 +10,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	hcv1 "github.com/opsuite/opsuite/gen/opsuite/healthchecker/v1"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -56,15 +54,7 @@ func startNATSCluster(t *testing.T, n int) []*server.Server {
 			t.Fatalf("%s not ready", ns.Name())
 		}
 	}
-	nc, err := nats.Connect(servers[0].ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, js := natsClient(t, servers[0].ClientURL())
 	eventually(t, 30*time.Second, "a JetStream meta leader", func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
@@ -87,15 +77,7 @@ func TestStoreReplicasOnNATSCluster(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 
-	nc, err := nats.Connect(servers[0].ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, js := natsClient(t, servers[0].ClientURL())
 	names := map[string]int{}
 	streams := js.ListStreams(ctx)
 	for info := range streams.Info() {
